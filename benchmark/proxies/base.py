@@ -1,0 +1,64 @@
+"""The proxy registry and the input checks every proxy shares. Proxies are pure functions on tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import CellError
+from ..registry import Registry
+
+PROXIES: Registry = Registry("proxy")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    name: str
+    fn: Callable[..., dict]
+    primary: str  # metric key the report correlates
+    higher_is_better: bool  # direction of `primary`
+    needs_test: bool  # False: computed on train features alone
+    percent: bool  # True when `primary` is an accuracy in %
+    hp_keys: tuple  # output keys that are chosen hyperparameters, not scores
+    doc: str
+
+    def __call__(self, train_x, train_y, test_x=None, test_y=None, **hp) -> dict:
+        return self.fn(train_x, train_y, test_x, test_y, **hp)
+
+
+def register_proxy(name: str, *, primary: str, higher_is_better: bool, needs_test: bool = True,
+                   percent: bool = False, hp_keys: tuple = ()):
+    def deco(fn):
+        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        PROXIES.register(name)(Proxy(name, fn, primary, higher_is_better, needs_test, percent, hp_keys, doc))
+        return fn
+    return deco
+
+
+def get_proxy(name: str) -> Proxy:
+    return PROXIES.get(name)
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, what: str, min_per_class: int = 1) -> None:
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+        raise CellError(f"{what}: expected features [N, D] and labels [N], got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(1).sum())
+        raise CellError(f"{what}: {bad} feature rows contain NaN/inf; the backbone diverged or the input "
+                        f"normalisation is wrong for this model")
+    classes, counts = torch.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise CellError(f"{what}: needs at least two classes, got {len(classes)}; check the dataset's labels")
+    if counts.min() < min_per_class:
+        c = classes[counts.argmin()].item()
+        raise CellError(f"{what}: class {c} has {counts.min().item()} sample(s), needs at least {min_per_class}; "
+                        f"raise max_train_per_class/shots or drop the class")
+
+
+def accuracies(pred: torch.Tensor, y: torch.Tensor) -> dict:
+    """top1 and mean per-class accuracy, in %."""
+    correct = (pred == y).double()
+    classes = torch.unique(y)
+    per_class = torch.stack([correct[y == c].mean() for c in classes])
+    return {"top1": 100.0 * correct.mean().item(), "mean_per_class": 100.0 * per_class.mean().item()}

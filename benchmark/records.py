@@ -1,0 +1,78 @@
+"""One JSON record per cell, written atomically; a valid `ok` record with the same config hash is skipped."""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+STATUS_OK, STATUS_ERROR = "ok", "error"
+
+
+def record_path(out: str | os.PathLike, model: str, dataset: str, protocol: str, seed: int) -> Path:
+    return Path(out) / dataset / model / f"{protocol}__seed{seed}.json"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return _jsonable(obj.item())
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def write_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_jsonable(record), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_record(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(path: Path, config_hash: str) -> bool:
+    rec = read_record(path)
+    return bool(rec) and rec.get("status") == STATUS_OK and rec.get("config_hash") == config_hash
+
+
+def iter_records(root: str | os.PathLike):
+    for path in sorted(Path(root).rglob("*.json")):
+        rec = read_record(path)
+        if rec and {"model", "dataset", "protocol", "status"} <= set(rec):
+            yield path, rec
+
+
+@functools.lru_cache(maxsize=1)
+def provenance_static() -> dict:
+    import timm
+    import torch
+
+    from . import __version__
+    sha = None
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"bench_version": __version__, "git_sha": sha, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version(), "host": platform.node()}
+
+
+def provenance(device: str, wall_time_s: float) -> dict:
+    return {**provenance_static(), "device": device, "wall_time_s": round(wall_time_s, 3),
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -1,0 +1,1 @@
+"""Reports: records -> tables and figures. Nothing here recomputes a metric."""

@@ -1,0 +1,182 @@
+"""`bench report`: records (or a published long table) -> tidy CSV, correlation tables, figures, index."""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import ConfigError
+from .load import load_records, seed_summary
+from .stats import STATISTICS
+from .tables import ProxyMeta, correlation_table, summary_table, to_markdown
+
+SHOWN = ["dataset", "proxy", "n", "kendall", "weighted_tau", "spearman", "pearson", "regret_top1", "best_in_top3"]
+
+
+def add_report_args(ap):
+    ap.add_argument("--results", default="results", help="records directory written by bench run")
+    ap.add_argument("--out", default="reports")
+    ap.add_argument("--target", default="finetune", help="protocol (or table metric) whose accuracy is predicted")
+    ap.add_argument("--proxies", help="comma-separated proxies (default: every other protocol)")
+    ap.add_argument("--transform", choices=["none", "logit"], default="none",
+                    help="logit(v/100) on percentage scores before Pearson (Kornblith et al. 2019)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ap.add_argument("--table", help="a published long table (model, dataset, metric, value) instead of records")
+    ap.add_argument("--proxy", help="with --table: comma-separated metrics to correlate with --target")
+    ap.add_argument("--lower-is-better", default="", help="with --table: metrics where lower is better")
+    ap.add_argument("--no-figures", action="store_true")
+
+
+def _proxy_meta(cells: pd.DataFrame) -> dict:
+    from ..proxies import PROXIES
+    meta = {}
+    for proto, grp in cells.groupby("protocol"):
+        if proto in PROXIES:
+            p = PROXIES.get(proto)
+            meta[proto] = ProxyMeta(p.higher_is_better, p.percent)
+        else:  # trained protocols report top-1 accuracy in %
+            meta[proto] = ProxyMeta(bool(grp.higher_is_better.iloc[0]), True)
+    return meta
+
+
+def missing_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Every expected (model, dataset, protocol, seed) without an ok record: errors and absent cells."""
+    if cells.empty:
+        return pd.DataFrame(columns=["model", "dataset", "protocol", "seed", "status", "error"])
+    grid = pd.MultiIndex.from_product([sorted(cells.model.unique()), sorted(cells.dataset.unique()),
+                                       sorted(cells.protocol.unique()), sorted(cells.seed.unique())],
+                                      names=["model", "dataset", "protocol", "seed"]).to_frame(index=False)
+    merged = grid.merge(cells[["model", "dataset", "protocol", "seed", "status", "error"]], how="left",
+                        on=["model", "dataset", "protocol", "seed"])
+    merged["status"] = merged.status.fillna("absent")
+    merged["error"] = merged.error.fillna("")
+    return merged[merged.status != "ok"].reset_index(drop=True)
+
+
+def _scores_from_records(args):
+    long, cells = load_records(args.results)
+    if cells.empty:
+        raise ConfigError(f"{args.results}: no records found; run 'bench run' first or pass --results")
+    summary = seed_summary(long)
+    primary = cells.groupby("protocol").primary.first().to_dict()
+    summary = summary[summary.apply(lambda r: primary.get(r.protocol) == r.metric, axis=1)]
+    meta = _proxy_meta(cells)
+    target = summary[summary.protocol == args.target][["model", "dataset", "mean"]].rename(columns={"mean": "target"})
+    proxies = _pick(args.proxies, sorted(set(summary.protocol) - {args.target}), "proxy")
+    scores = summary[summary.protocol.isin(proxies)].rename(columns={"protocol": "proxy", "mean": "score"})
+    return long, cells, summary, scores[["model", "dataset", "proxy", "score"]], target, meta
+
+
+def _pick(wanted, available, kind):
+    if not wanted:
+        return available
+    wanted = [w.strip() for w in wanted.split(",") if w.strip()]
+    for w in wanted:
+        if w not in available:
+            from ..errors import unknown_name
+            raise unknown_name(kind, w, available)
+    return wanted
+
+
+def _scores_from_table(args):
+    path = Path(args.table)
+    if not path.is_file():
+        raise ConfigError(f"{path}: table not found")
+    df = pd.read_csv(path)
+    need = {"model", "dataset", "metric", "value"}
+    if not need <= set(df.columns):
+        raise ConfigError(f"{path}: needs columns {sorted(need)}, has {list(df.columns)}")
+    metrics = sorted(df.metric.unique())
+    if args.target not in metrics:
+        from ..errors import unknown_name
+        raise unknown_name("target metric", args.target, metrics, str(path))
+    proxies = _pick(args.proxy or args.proxies, sorted(set(metrics) - {args.target}), "metric")
+    lower = {m.strip() for m in args.lower_is_better.split(",") if m.strip()}
+    meta = {p: ProxyMeta(p not in lower, p.endswith("acc") or p.endswith("top1")) for p in proxies}
+    target = df[df.metric == args.target][["model", "dataset", "value"]].rename(columns={"value": "target"})
+    scores = df[df.metric.isin(proxies)].rename(columns={"metric": "proxy", "value": "score"})
+    return scores[["model", "dataset", "proxy", "score"]], target, meta
+
+
+def report(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.table:
+        scores, target, meta = _scores_from_table(args)
+        long = cells = summary = None
+    else:
+        long, cells, summary, scores, target, meta = _scores_from_records(args)
+        tidy = long.merge(seed_summary(long).rename(columns={"mean": "seed_mean", "std": "seed_std"}),
+                          on=["model", "dataset", "protocol", "metric"])
+        tidy.to_csv(out / "results.csv", index=False)
+        missing = missing_cells(cells)
+        missing.to_csv(out / "missing.csv", index=False)
+        print(f"wrote {out / 'results.csv'} ({len(tidy)} rows from {len(cells)} records)")
+        if target.empty:
+            print(to_markdown(summary.pivot_table(index=["dataset", "model"], columns="protocol", values="mean")
+                              .reset_index()))
+            raise ConfigError(f"{args.results}: no ok records for target '{args.target}'; run that protocol "
+                              f"(bench run --protocols {args.target}) or pass --target with one of "
+                              f"{sorted(summary.protocol.unique())}")
+    corr = correlation_table(scores, target, meta, args.target, args.transform, args.bootstrap, args.seed)
+    summ = summary_table(corr)
+    corr.to_csv(out / "correlations.csv", index=False)
+    summ.to_csv(out / "summary.csv", index=False)
+    (out / "correlations.md").write_text(to_markdown(corr[[c for c in SHOWN if c in corr]]))
+    (out / "summary.md").write_text(to_markdown(summ))
+    print(to_markdown(corr[[c for c in SHOWN if c in corr]]))
+    print(to_markdown(summ[["proxy", "n_datasets", "kendall_mean", "weighted_tau_mean", "pearson_mean", "wins"]]
+                      if not summ.empty else summ))
+    figures = [] if args.no_figures else _figures(out, scores, target, corr, meta, summary, args.target)
+    if cells is not None:
+        _index(out, cells, corr, summ, figures, args, missing_cells(cells))
+    print(f"wrote {out}/correlations.csv, summary.csv and {len(figures)} figure(s)")
+    return 0
+
+
+def _figures(out, scores, target, corr, meta, summary, target_name):
+    from . import plots
+    figs = []
+    style = plots.model_style(list(scores.model) + list(target.model))
+    if corr.empty:
+        return figs
+    plots.scatter_grid(scores, target, corr, style, target_name, out / "scatter_grid.png")
+    figs.append("scatter_grid.png")
+    figs += [Path(p).name for p in plots.heatmaps(corr, STATISTICS, lambda s: out / f"heatmap_{s}.png")]
+    plots.rank_chart(scores, target, meta, style, target_name, out / "rank_chart.png")
+    figs.append("rank_chart.png")
+    if summary is not None and {"linear", "bn_tune"} <= set(summary.protocol):
+        plots.linear_vs_bn_tune(summary, target_name, style, out / "linear_vs_bn_tune.png")
+        figs.append("linear_vs_bn_tune.png")
+    return figs
+
+
+def _index(out, cells, corr, summ, figures, args, missing):
+    ok = cells[cells.status == "ok"]
+    lines = [f"# Transferability report", "",
+             f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from `{args.results}` by `bench report`.",
+             "", "## What was run", "",
+             f"- models ({ok.model.nunique()}): {', '.join(sorted(cells.model.unique()))}",
+             f"- datasets ({cells.dataset.nunique()}): {', '.join(sorted(cells.dataset.unique()))}",
+             f"- protocols: {', '.join(sorted(cells.protocol.unique()))}; target: `{args.target}`",
+             f"- seeds: {', '.join(map(str, sorted(cells.seed.unique())))}",
+             f"- versions: bench {', '.join(sorted(ok.bench.dropna().unique()))}; torch "
+             f"{', '.join(sorted(ok.torch.dropna().unique()))}; timm {', '.join(sorted(ok.timm.dropna().unique()))};"
+             f" devices {', '.join(sorted(ok.device.dropna().unique()))}",
+             f"- cells: {len(ok)} ok, {int((cells.status == 'error').sum())} error", "",
+             "## Headline: how well each proxy ranks models (mean over datasets)", "",
+             "Positive means the proxy agrees with the target; lower-is-better proxies (NC1, CDNV, numerical rank)"
+             " are negated first. `wins` counts datasets where the proxy has the highest weighted τ.", ""]
+    cols = ["proxy", "n_datasets", "kendall_mean", "weighted_tau_mean", "spearman_mean", "pearson_mean",
+            "regret_top1_mean", "wins"]
+    lines.append(to_markdown(summ[cols]) if not summ.empty else "_no correlations (target missing?)_\n")
+    lines += ["## Per dataset", "", to_markdown(corr[[c for c in SHOWN if c in corr]]) if not corr.empty else "", ""]
+    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    lines += ["## Missing cells", ""]
+    if missing.empty:
+        lines.append("None: every model × dataset × protocol × seed has an ok record.")
+    else:
+        lines.append(to_markdown(missing[["model", "dataset", "protocol", "seed", "status", "error"]]))
+    (out / "README.md").write_text("\n".join(lines) + "\n")

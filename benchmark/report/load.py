@@ -1,0 +1,38 @@
+"""Records -> tidy DataFrames. The report reads records only; nothing here recomputes a metric."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..records import iter_records
+
+ID = ["model", "dataset", "protocol", "seed"]
+
+
+def load_records(root) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(long table of metrics of ok records, table of every cell with its status and error)."""
+    rows, cells = [], []
+    for path, rec in iter_records(root):
+        base = {k: rec.get(k) for k in ID}
+        cells.append({**base, "status": rec["status"], "error": rec.get("error", ""),
+                      "primary": rec.get("primary", "top1"), "higher_is_better": rec.get("higher_is_better", True),
+                      "device": (rec.get("provenance") or {}).get("device"),
+                      "torch": (rec.get("provenance") or {}).get("torch"),
+                      "timm": (rec.get("provenance") or {}).get("timm"),
+                      "bench": (rec.get("provenance") or {}).get("bench_version"),
+                      "wall_time_s": (rec.get("provenance") or {}).get("wall_time_s"), "path": str(path)})
+        if rec["status"] != "ok":
+            continue
+        for metric, value in (rec.get("metrics") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append({**base, "metric": metric, "value": float(value)})
+    long = pd.DataFrame(rows, columns=ID + ["metric", "value"])
+    cells = pd.DataFrame(cells, columns=ID + ["status", "error", "primary", "higher_is_better", "device", "torch",
+                                              "timm", "bench", "wall_time_s", "path"])
+    return long, cells
+
+
+def seed_summary(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x dataset x protocol x metric: mean over seeds, with std and count kept."""
+    g = long.groupby(["model", "dataset", "protocol", "metric"], sort=True)["value"]
+    out = g.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    return out
