@@ -7,19 +7,27 @@ import torch.nn.functional as F
 from .base import accuracies, check_inputs, register_proxy
 
 
-def knn_predict(train_x, train_y, test_x, k=20, temperature=0.07, chunk=1024, n_classes=None):
+def cosine_topk(train_x, test_x, k, chunk=1024):
+    """(similarities, indices) of the k most cosine-similar train rows for every test row.
+
+    Chunks of test rows keep memory at O(chunk x N_train) instead of the full similarity matrix.
+    """
     train_n = F.normalize(train_x.float(), dim=1)
-    n_classes = n_classes or int(train_y.max()) + 1
-    k = min(k, len(train_n))
-    preds = []
-    # Chunks of test rows keep memory at O(chunk x N_train) instead of the full similarity matrix.
+    sims, idxs = [], []
     for start in range(0, len(test_x), chunk):
         q = F.normalize(test_x[start:start + chunk].float(), dim=1)
-        sim, idx = (q @ train_n.T).topk(k, dim=1)
-        votes = torch.zeros(len(q), n_classes, device=q.device, dtype=sim.dtype)
-        votes.scatter_add_(1, train_y[idx], (sim / temperature).exp())
-        preds.append(votes.argmax(1))
-    return torch.cat(preds)
+        s, i = (q @ train_n.T).topk(min(k, len(train_n)), dim=1)
+        sims.append(s)
+        idxs.append(i)
+    return torch.cat(sims), torch.cat(idxs)
+
+
+def knn_predict(train_x, train_y, test_x, k=20, temperature=0.07, chunk=1024, n_classes=None):
+    n_classes = n_classes or int(train_y.max()) + 1
+    sim, idx = cosine_topk(train_x, test_x, k, chunk)
+    votes = torch.zeros(len(sim), n_classes, device=sim.device, dtype=sim.dtype)
+    votes.scatter_add_(1, train_y[idx], (sim / temperature).exp())
+    return votes.argmax(1)
 
 
 @register_proxy("knn", primary="top1", higher_is_better=True, percent=True, hp_keys=("k", "temperature"))

@@ -1,0 +1,25 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bench_home(tmp_path_factory):
+    """Remapped packaged weights go to a per-session folder, never the user's cache."""
+    home = tmp_path_factory.mktemp("bench_home")
+    os.environ["BENCH_HOME"] = str(home)
+    return home
+
+
+def clusters(n_per_class=40, k=4, d=16, spread=1.0, sep=10.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, d, generator=g) * sep
+    y = torch.arange(k).repeat_interleave(n_per_class)
+    x = centres[y] + spread * torch.randn(len(y), d, generator=g)
+    return x, y
