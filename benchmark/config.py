@@ -82,6 +82,8 @@ def _check_type(obj, where: str):
             raise ConfigError(f"{where}: '{f.name}' must be a string, got {v!r}")
         if ann.startswith("list") and not isinstance(v, list):
             raise ConfigError(f"{where}: '{f.name}' must be a list, got {v!r}")
+        if ann.startswith("dict") and not isinstance(v, dict):
+            raise ConfigError(f"{where}: '{f.name}' must be a mapping, got {v!r}")
 
 
 MODEL_SOURCES = ("timm", "torchvision", "hub", "checkpoint", "package")
@@ -129,6 +131,7 @@ class DatasetEntry:
     max_test_per_class: int | None = None  # cap on test images per class, for budgets
     shots: int | None = None  # few-shot: k training images per class, drawn per seed
     extra_test: list = field(default_factory=list)  # names of other dataset entries with the same classes (OOD tests)
+    class_map: dict = field(default_factory=dict)  # as an extra test set: its class names -> the main set's names
 
     def source(self) -> tuple[str, str]:
         return next((s, getattr(self, s)) for s in DATASET_SOURCES if getattr(self, s))

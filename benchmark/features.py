@@ -17,15 +17,17 @@ from .errors import CellError
 
 
 class TransformedSubset(Dataset):
-    def __init__(self, base, indices, transform):
+    def __init__(self, base, indices, transform, label_map=None):
         self.base, self.indices, self.transform = base, np.asarray(indices), transform
+        self.label_map = label_map  # old label -> new label (extra test sets in another label space)
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i):
         img, label = self.base[int(self.indices[i])]
-        return self.transform(img.convert("RGB")), int(label)  # grayscale sources become 3-channel here
+        label = int(label) if self.label_map is None else int(self.label_map[int(label)])
+        return self.transform(img.convert("RGB")), label  # grayscale sources become 3-channel here
 
 
 def eval_transform(data_config: dict, resolution: int | None):

@@ -2,7 +2,7 @@
 and its features extracted at most once; every cell ends in one record, ok or error."""
 from __future__ import annotations
 
-import dataclasses
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -109,7 +109,7 @@ class GroupContext:
     @property
     def loaded(self):
         if self._loaded is None:
-            self._loaded = load_model(self.model_entry)
+            self._loaded = load_model(self.model_entry, self.data_entry.resolution)
             self.summary.models_loaded += 1
         return self._loaded
 
@@ -144,6 +144,22 @@ class GroupContext:
         self.summary.features_computed += 1
         return feats, labels
 
+    def head_path(self, seed) -> Path:
+        key = {"train": self.feature_key(self.data_entry, "train"), "val": self.feature_key(self.data_entry, "val"),
+               "hp": protocol_hp(self.dsets, "linear"), "seed": seed, "shots": self.data_entry.shots}
+        return self.cache.root / "heads" / f"{stable_hash(key, 32)}.pt"
+
+    def linear_head(self, seed):
+        """The linear probe's head for LP-FT: from this run, from disk, or (only if never solved) solved now."""
+        if ("linear_head", seed) not in self.memo:
+            path = self.head_path(seed)
+            if path.exists():
+                self.memo[("linear_head", seed)] = torch.load(path, weights_only=True)
+            else:
+                run_proxy_cell(self, Cell(self.model_entry.name, self.data_entry.name, "linear", seed),
+                               protocol_hp(self.dsets, "linear"))
+        return self.memo[("linear_head", seed)]
+
     def train_indices(self, seed):
         """Positions within the planned train split used by this seed (all, or a few-shot draw)."""
         _, plan = self.source()
@@ -172,7 +188,12 @@ def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict,
         kwargs.setdefault("seed", cell.seed)
     out = proxy(*args, **kwargs)
     if "head" in out:
-        ctx.memo[("linear_head", cell.seed)] = out.pop("head")
+        head = tuple(t.cpu() for t in out.pop("head"))
+        ctx.memo[("linear_head", cell.seed)] = head
+        path = ctx.head_path(cell.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(head, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
     chosen = {k: out.pop(k) for k in proxy.hp_keys if k in out}
     extra = {"n": sizes, "feature_dim": int(tx.shape[1]), "num_classes": int(torch.unique(ty).numel()),
              "primary": proxy.primary, "higher_is_better": proxy.higher_is_better}

@@ -71,12 +71,22 @@ def _require_timm_weights(name: str, model: str) -> None:
             offline.require_download(cfg.url, model, fix)
 
 
+def size_kwargs(name: str, resolution: int | None) -> dict:
+    """Fixed-size models (ViTs) must be built at the dataset's resolution; timm then resamples position
+    embeddings of pretrained weights. Convolutional models take any size and need nothing."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if resolution and cfg is not None and getattr(cfg, "fixed_input_size", False) and cfg.input_size[-1] != resolution:
+        return {"img_size": resolution}
+    return {}
+
+
 @MODEL_SOURCES.register("timm")
-def timm_source(entry: ModelEntry) -> LoadedModel:
+def timm_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
     _check_timm_name(entry.timm, entry.pretrained, entry.name)
     if entry.pretrained:
         _require_timm_weights(entry.timm, entry.name)
-    module = timm.create_model(entry.timm, pretrained=entry.pretrained, num_classes=0)
+    module = timm.create_model(entry.timm, pretrained=entry.pretrained, num_classes=0,
+                               **size_kwargs(entry.timm, resolution))
     return LoadedModel(module, _timm_data_config(module),
                        {"source": "timm", "name": entry.timm, "pretrained": entry.pretrained})
 
@@ -95,7 +105,7 @@ def _strip_classifier(module: nn.Module) -> nn.Module:
 
 
 @MODEL_SOURCES.register("torchvision")
-def torchvision_source(entry: ModelEntry) -> LoadedModel:
+def torchvision_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
     import torchvision
     name = entry.torchvision
     if name not in torchvision.models.list_models():
@@ -123,7 +133,7 @@ def torchvision_source(entry: ModelEntry) -> LoadedModel:
 
 
 @MODEL_SOURCES.register("hub")
-def hub_source(entry: ModelEntry) -> LoadedModel:
+def hub_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
     repo, _, fn = entry.hub.rpartition(":")
     if not repo or not fn:
         raise ConfigError(f"model '{entry.name}': hub must be 'owner/repo[:ref]:entry', got '{entry.hub}'")
@@ -146,7 +156,7 @@ def _file_identity(path: Path) -> dict:
 
 
 @MODEL_SOURCES.register("checkpoint")
-def checkpoint_source(entry: ModelEntry) -> LoadedModel:
+def checkpoint_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
     _check_timm_name(entry.arch, False, entry.name)
     src = entry.checkpoint
     if "://" in src:
@@ -169,7 +179,16 @@ def checkpoint_source(entry: ModelEntry) -> LoadedModel:
     sd = remap_keys(sd, entry.strip_prefix, entry.rename, entry.drop)
     module = timm.create_model(entry.arch, pretrained=False, num_classes=0)
     if entry.pretrained:
-        load_strict(module, sd, entry.name)
+        load_strict(module, sd, entry.name)  # strict check at the native size, with our clear message
+    resize = size_kwargs(entry.arch, resolution)
+    if resize:
+        # Rebuild at the dataset's size through timm's own loader, which resamples the position embeddings.
+        tmp = bench_home() / "resized" / f"{entry.name}-{os.getpid()}.pth"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(module.state_dict(), tmp)
+        module = timm.create_model(entry.arch, pretrained=True, num_classes=0,
+                                   pretrained_cfg_overlay=dict(file=str(tmp), num_classes=0), **resize)
+        tmp.unlink()
     remap = {"state_dict_key": entry.state_dict_key, "strip_prefix": entry.strip_prefix, "rename": entry.rename,
              "drop": entry.drop}
     return LoadedModel(module, _timm_data_config(module), {"source": "checkpoint", "arch": entry.arch,
@@ -218,7 +237,7 @@ def remapped_packaged_file(name: str, model: str = "") -> tuple[Path, str]:
 
 
 @MODEL_SOURCES.register("package")
-def package_source(entry: ModelEntry) -> LoadedModel:
+def package_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
     name = entry.package
     if name not in PACKAGED_WEIGHTS:
         from ..errors import unknown_name
@@ -237,9 +256,11 @@ def package_source(entry: ModelEntry) -> LoadedModel:
                                                            "version": version, "pretrained": True})
 
 
-def load_model(entry: ModelEntry) -> LoadedModel:
+def load_model(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
+    """`resolution`: the dataset's input size, for architectures built at a fixed size."""
     kind, _ = entry.source()
-    loaded = MODEL_SOURCES.get(kind)(entry)
+    resolution = resolution or entry.input_size
+    loaded = MODEL_SOURCES.get(kind)(entry, resolution)
     cfg = dict(loaded.data_config)
     if entry.input_size:
         cfg["input_size"] = (3, entry.input_size, entry.input_size)

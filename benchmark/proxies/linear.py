@@ -54,6 +54,14 @@ def _standardise(fit_x, *others):
     return [(t - mean) / std for t in (fit_x, *others)]
 
 
+def raw_head(params, mean, std):
+    """Fold standardisation into the weights: (weight [K, D], bias [K]) acting on raw features."""
+    d = params.shape[0] - 1
+    W = params[:d] / std[:, None]
+    b = params[d] - (mean / std) @ params[:d]
+    return W.T.contiguous(), b
+
+
 @register_proxy("linear", primary="top1", higher_is_better=True, percent=True, hp_keys=("wd", "n_wd"))
 def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None, wds=None, n_wd=45,
            wd_min=1e-6, wd_max=1e5, max_iter=1000, tol=1e-4, standardize=True, val_fraction=0.2, seed=0):
@@ -65,8 +73,11 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         train_x, train_y, val_x, val_y = train_x[keep], train_y[keep], train_x[carved], train_y[carved]
     k = int(max(train_y.max(), val_y.max(), -1 if test_y is None else test_y.max())) + 1
     tx, vx = train_x.float(), val_x.float()
+    mean = torch.zeros(tx.shape[1], device=tx.device)
+    std = torch.ones_like(mean)
     if standardize:
-        tx, vx = _standardise(tx, vx)
+        mean, std = tx.mean(0), tx.std(0).clamp_min(1e-6)
+        tx, vx = (tx - mean) / std, (vx - mean) / std
     # Strongest regularisation first: each solution warm-starts the next, weaker one.
     sweep = sorted(wds if wds is not None else default_wds(n_wd, wd_min, wd_max), reverse=True)
     best, params, curve = None, None, []
@@ -85,5 +96,6 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
             full_x, ex = _standardise(full_x, ex)
         params = fit_logreg(full_x, full_y, k, wd, w_best, max_iter, tol)
         out.update(accuracies(predict(params, ex), test_y))
-        out["head"] = params  # kept in memory for LP-FT; the runner does not serialise tensors
+    # The train-only solution at the chosen wd (no validation images in it), for LP-FT's head.
+    out["head"] = raw_head(w_best, mean, std)
     return out

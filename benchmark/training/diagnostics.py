@@ -1,0 +1,60 @@
+"""Cheap diagnostics once training ends: feature distortion, relative parameter change, NC1 of trained features."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..features import autocast
+from ..proxies.collapse import nc1_value
+
+
+@torch.no_grad()
+def penultimate(model, dataset, batch_size, device, amp=True):
+    model.eval()
+    feats, labels = [], []
+    with autocast(torch.device(device), amp):
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            feats.append(model.features(x.to(device)).float().cpu())
+            labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def feature_distortion(before: torch.Tensor, after: torch.Tensor) -> dict:
+    cos = F.cosine_similarity(after, before, dim=1)
+    rel = (after - before).norm(dim=1) / before.norm(dim=1).clamp_min(1e-12)
+    return {"cosine_similarity": cos.mean().item(), "relative_l2": rel.mean().item()}
+
+
+def _stage(name: str) -> str:
+    m = re.match(r"(layer\d+|blocks\.\d+|stages\.\d+|features\.\d+)", name)
+    return m.group(1) if m else name.split(".")[0]
+
+
+def parameter_change(before: dict, after: dict) -> dict:
+    """‖W_after − W_before‖/‖W_before‖ per tensor (parameters and BN statistics), and its mean per stage."""
+    per_tensor, stages = {}, defaultdict(list)
+    for name, w0 in before.items():
+        if not torch.is_floating_point(w0) or name not in after:
+            continue
+        w1 = after[name].detach().float().cpu()
+        w0 = w0.float().cpu()
+        if w0.norm() == 0:  # e.g. a fresh BN's running_mean: a relative change is undefined, not huge
+            per_tensor[name] = None
+            continue
+        change = ((w1 - w0).norm() / w0.norm()).item()
+        per_tensor[name] = round(change, 6)
+        stages[_stage(name)].append(change)
+    return {"per_stage": {s: sum(v) / len(v) for s, v in stages.items()}, "per_tensor": per_tensor}
+
+
+def diagnostics(model, pristine_state: dict, test_before, test_ds, train_ds, batch_size, device) -> dict:
+    test_after, _ = penultimate(model, test_ds, batch_size, device)
+    train_after, train_y = penultimate(model, train_ds, batch_size, device)
+    nc1, _ = nc1_value(train_after, train_y) if len(torch.unique(train_y)) > 1 else (float("nan"), 0)
+    return {"feature_distortion": feature_distortion(test_before, test_after),
+            "parameter_change": parameter_change(pristine_state, model.backbone.state_dict()),
+            "nc1_trained_train": nc1}
