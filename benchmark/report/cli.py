@@ -142,7 +142,7 @@ def _figures(out, scores, target, corr, meta, summary, target_name):
     style = plots.model_style(list(scores.model) + list(target.model))
     if corr.empty:
         return figs
-    plots.scatter_grid(scores, target, corr, style, target_name, out / "scatter_grid.png")
+    plots.scatter_grid(scores, target, corr, style, target_name, out / "scatter_grid.png", meta)
     figs.append("scatter_grid.png")
     figs += [Path(p).name for p in plots.heatmaps(corr, STATISTICS, lambda s: out / f"heatmap_{s}.png")]
     plots.rank_chart(scores, target, meta, style, target_name, out / "rank_chart.png")

@@ -25,7 +25,7 @@ def _legend(fig, style, ncol=None):
                bbox_to_anchor=(0.5, 0.0))
 
 
-def scatter_grid(scores, target, corr, style, target_name, path):
+def scatter_grid(scores, target, corr, style, target_name, path, meta=None):
     """One panel per dataset x proxy: proxy score against target accuracy, tau in the title."""
     datasets, proxies = sorted(scores.dataset.unique()), sorted(scores.proxy.unique())
     fig, axes = plt.subplots(len(datasets), len(proxies), figsize=(3.2 * len(proxies), 3.0 * len(datasets) + 1.0),
@@ -43,7 +43,8 @@ def scatter_grid(scores, target, corr, style, target_name, path):
             ax.set_title(f"{d} · {p}\nτ={tau:.2f}  τw={wt:.2f}  n={len(both)}", fontsize=9)
             ax.tick_params(labelsize=8)
             if i == len(datasets) - 1:
-                ax.set_xlabel(p, fontsize=9)
+                lower = meta is not None and p in meta and not meta[p].higher_is_better
+                ax.set_xlabel(f"{p} (lower is better; τ oriented)" if lower else p, fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"{target_name} top-1 (%)", fontsize=9)
     _legend(fig, style)
@@ -104,9 +105,13 @@ def rank_chart(scores, target, meta, style, target_name, path):
     datasets = sorted(scores.dataset.unique())
     proxies = sorted(scores.proxy.unique())
     cols = [target_name] + proxies
-    fig, axes = plt.subplots(1, len(datasets), figsize=(max(4.5, 1.1 * len(cols) + 2.5) * len(datasets), 5.0),
+    ncols = min(2, len(datasets))
+    nrows = -(-len(datasets) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=((0.7 * len(cols) + 2.5) * ncols, 4.2 * nrows + 0.8),
                              squeeze=False)
-    for ax, d in zip(axes[0], datasets):
+    for ax in axes.flat[len(datasets):]:
+        ax.set_visible(False)
+    for ax, d in zip(axes.flat, datasets):
         t = target[target.dataset == d].set_index("model").target
         ranks = pd.DataFrame({target_name: t.rank(ascending=False, method="min")})
         for p in proxies:
@@ -123,7 +128,7 @@ def rank_chart(scores, target, meta, style, target_name, path):
         ax.set_ylabel("rank (1 = best)")
         ax.set_title(d)
         ax.grid(axis="y", alpha=0.3)
-    _legend(fig, style)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    _legend(fig, style, ncol=min(len(style), 3))
+    fig.tight_layout(rect=(0, 0.9 / (4.2 * nrows + 0.8), 1, 1))  # 0.9 in for the legend
     fig.savefig(path, dpi=120)
     plt.close(fig)
