@@ -45,8 +45,8 @@ def check_hp(name: str, hp: dict, where: str) -> None:
         allowed = proxy_hp_names(name)
     else:
         allowed = training_protocols().get(name).hp_names()
+    if not isinstance(hp, dict):
+        raise ConfigError(f"{where}: hyperparameters of '{name}' must be a mapping")
     for key in hp:
         if key not in allowed:
             raise unknown_name(f"hyperparameter of '{name}'", key, allowed, where)
-    if not isinstance(hp, dict):
-        raise ConfigError(f"{where}: hyperparameters of '{name}' must be a mapping")

@@ -68,23 +68,22 @@ def _dataset_problem(d) -> None:
         raise ConfigError(f"dataset '{d.name}': shots must be a positive integer")
 
 
-def problems(zoo: ZooConfig | None, dsets: DatasetsConfig | None, models=None, datasets=None) -> list[str]:
-    out = []
-    for m in (zoo.models if zoo else []):
-        if models and m.name not in models:
+def _collect(entries, wanted, check, path, out: list) -> None:
+    for entry in entries:
+        if wanted and entry.name not in wanted:
             continue
         try:
-            _model_problem(m)
+            check(entry)
         except ConfigError as e:
-            out.append(f"{zoo.path}: {e}")
+            out.append(f"{path}: {e}")
+
+
+def problems(zoo: ZooConfig | None, dsets: DatasetsConfig | None, models=None, datasets=None) -> list[str]:
+    out = []
+    if zoo:
+        _collect(zoo.models, models, _model_problem, zoo.path, out)
     if dsets:
-        for d in dsets.datasets:
-            if datasets and d.name not in datasets:
-                continue
-            try:
-                _dataset_problem(d)
-            except ConfigError as e:
-                out.append(f"{dsets.path}: {e}")
+        _collect(dsets.datasets, datasets, _dataset_problem, dsets.path, out)
         for name in list(dsets.settings.protocols) + list(dsets.protocols):
             try:
                 P.kind_of(name, f"{dsets.path}: protocols")

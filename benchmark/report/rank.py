@@ -66,14 +66,15 @@ def rank(args) -> int:
     first = PROXIES.get(proxies[0])
     key = f"{proxies[0]}.{first.primary}"
     table = table.sort_values(key, ascending=not first.higher_is_better, na_position="last")
-    table.insert(0, "rank", range(1, len(table) + 1))
     table = table.reset_index()
+    table.insert(0, "rank", range(1, len(table) + 1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"rank_{name}.csv"
     table.to_csv(path, index=False)
     print(f"Ranking of {len(table)} models on '{name}' by {key} "
-          f"({'higher' if first.higher_is_better else 'lower'} is better):")
+          f"({'higher' if first.higher_is_better else 'lower'} is better; {s.ok} cells computed, "
+          f"{s.skipped} reused):")
     print(to_markdown(table, ".2f"))
     print(f"wrote {path}")
     if s.errors:
