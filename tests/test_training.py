@@ -207,3 +207,25 @@ def test_pretrained_finetune_beats_random_init_and_sweep_resumes(tmp_path, monke
     assert 0 < diag["feature_distortion"]["cosine_similarity"] < 1 and diag["nc1_trained_train"] > 0
     assert set(diag["parameter_change"]["per_stage"]) >= {"conv_stem", "blocks.0", "bn2"}
     assert not (tmp_path / "r/textures/mnv2/finetune__seed0.ckpt").exists()
+
+
+def test_out_of_memory_halves_the_batch_and_the_record_says_so(tmp_path, monkeypatch):
+    (tmp_path / "z.yaml").write_text("models:\n  - {name: r18, timm: resnet18, pretrained: false}\n")
+    (tmp_path / "d.yaml").write_text("settings: {protocols: [linear_aug], target: linear_aug}\n"
+                                     "protocols:\n  linear_aug: {epochs: 1, batch_size: 32}\n"
+                                     "datasets:\n  - {name: textures, packaged: textures, resolution: 32}\n")
+    from benchmark.training import runner as truntime
+    real_fit, seen = truntime.fit, []
+
+    def oom_once(*a, **k):
+        seen.append(k["batch_size"])
+        if len(seen) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_fit(*a, **k)
+    monkeypatch.setattr(truntime, "fit", oom_once)
+    s = run_grid(load_zoo(tmp_path / "z.yaml"), load_datasets(tmp_path / "d.yaml"),
+                 RunOptions(out=str(tmp_path / "r")), log=lambda *_: None)
+    assert s.ok == 1 and seen == [32, 16]
+    rec = json.loads((tmp_path / "r/textures/r18/linear_aug__seed0.json").read_text())
+    assert rec["training"]["batch_size"] == 16
+    assert "out of memory: batch size halved to 16" in rec["training"]["notes"]
