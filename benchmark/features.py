@@ -38,6 +38,44 @@ def eval_transform(data_config: dict, resolution: int | None):
                                       is_training=False)
 
 
+class ArrayBatches(Dataset):
+    """Uint8 CHW tensors of an in-memory array source, for `batched_eval_transform` (3 channels, as RGB)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, indices):
+        self.images, self.labels, self.indices = images, labels, np.asarray(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        j = int(self.indices[i])
+        img = torch.from_numpy(np.array(self.images[j]))  # a copy: source arrays may be read-only buffers
+        img = img.unsqueeze(0).expand(3, -1, -1) if img.dim() == 2 else img.permute(2, 0, 1)
+        return img, int(self.labels[j])
+
+
+def batched_eval_transform(data_config: dict, resolution: int | None):
+    """timm's eval transform (Resize(floor(size / crop_pct)) -> CenterCrop -> Normalize) on whole uint8
+    batches with torchvision's tensor ops. Per-image PIL transforms on the main thread cost ~30 % of
+    extraction throughput on a 2-core CPU; this runs in a few ms per batch. Antialiased bicubic/bilinear
+    tensor resizing is torchvision's PIL-matching path; the cache key records which pipeline made a file."""
+    import math
+
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+    size = resolution or data_config["input_size"][-1]
+    scale = math.floor(size / data_config["crop_pct"])
+    mode = InterpolationMode(data_config["interpolation"])
+    mean = torch.tensor(data_config["mean"]).view(1, 3, 1, 1) * 255
+    std = torch.tensor(data_config["std"]).view(1, 3, 1, 1) * 255
+
+    def apply(batch: torch.Tensor) -> torch.Tensor:
+        x = TF.resize(batch, [scale], interpolation=mode, antialias=True)
+        x = TF.center_crop(x, [size, size])
+        return (x.float() - mean) / std
+    return apply
+
+
 def indices_digest(indices) -> str:
     return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
 
@@ -49,8 +87,10 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 @torch.inference_mode()
-def extract(module, dataset, batch_size=128, device="cpu", num_workers=0, amp=True, desc="features"):
-    """Pooled features of every item of `dataset`, in order: eval mode, batched, bf16 + channels_last on CUDA."""
+def extract(module, dataset, batch_size=128, device="cpu", num_workers=0, amp=True, desc="features",
+            batch_transform=None):
+    """Pooled features of every item of `dataset`, in order: eval mode, batched, bf16 + channels_last on CUDA.
+    `batch_transform` (optional) runs on each collated batch, e.g. `batched_eval_transform`."""
     device = torch.device(device)
     module = module.eval().to(device)
     cuda = device.type == "cuda"
@@ -61,6 +101,8 @@ def extract(module, dataset, batch_size=128, device="cpu", num_workers=0, amp=Tr
     with autocast(device, amp):
         for x, y in tqdm(loader, desc=desc, leave=False, disable=None):
             x = x.to(device, non_blocking=True)
+            if batch_transform is not None:
+                x = batch_transform(x)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             feats.append(module(x).float().cpu())

@@ -15,7 +15,9 @@ from . import protocols as P
 from .config import DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
 from .errors import CellError, ConfigError
-from .features import FeatureCache, TransformedSubset, eval_transform, extract, indices_digest
+from .data.sources import ArrayImages
+from .features import (ArrayBatches, FeatureCache, TransformedSubset, batched_eval_transform, eval_transform, extract,
+                       indices_digest)
 from .models import load_model
 from .proxies import get_proxy
 from .records import STATUS_ERROR, STATUS_OK, is_done, provenance, record_path, write_record
@@ -123,7 +125,13 @@ class GroupContext:
         import timm
         return {"model": model_id, "model_name": self.model_entry.name, "timm": timm.__version__,
                 "dataset": src.identity, "dataset_name": entry.name, "split": official,
-                "indices": indices_digest(idx), "n": len(idx), "resolution": entry.resolution}
+                "indices": indices_digest(idx), "n": len(idx), "resolution": entry.resolution,
+                "pipeline": "tensor" if self._batched(src.splits[official].data) else "pil"}
+
+    @staticmethod
+    def _batched(data) -> bool:
+        """In-memory arrays of one image size take the batched tensor pipeline."""
+        return isinstance(data, ArrayImages) and data.images.ndim in (3, 4) and data.images.dtype == np.uint8
 
     def features(self, split, entry=None):
         """(features, labels) of a planned split ('train', 'val', 'test'), from cache or one forward pass."""
@@ -135,10 +143,15 @@ class GroupContext:
             return hit
         src, plan = self.source(entry)
         official, idx = plan[split]
-        transform = eval_transform(self.loaded.data_config, entry.resolution)
-        ds = TransformedSubset(src.splits[official].data, idx, transform)
+        data = src.splits[official].data
+        if self._batched(data):
+            ds = ArrayBatches(data.images, data.labels, idx)
+            batch_tf = batched_eval_transform(self.loaded.data_config, entry.resolution)
+        else:
+            ds = TransformedSubset(data, idx, eval_transform(self.loaded.data_config, entry.resolution))
+            batch_tf = None
         feats, labels = extract(self.loaded.module, ds, self.dsets.settings.batch_size, self.opts.device,
-                                self.dsets.settings.num_workers,
+                                self.dsets.settings.num_workers, batch_transform=batch_tf,
                                 desc=f"{self.model_entry.name}/{entry.name}/{split}")
         self.cache.save(key, feats, labels)
         self.summary.features_computed += 1

@@ -46,7 +46,7 @@ def test_logreg_matches_sklearn_same_regularisation(wd):
         logits = xtr.double().numpy() @ W + b
         logp = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
         return -logp[np.arange(len(ytr)), ytr.numpy()].sum() + 0.5 * wd * (W ** 2).sum()
-    ours_obj = objective(params[:-1].numpy(), params[-1].numpy())
+    ours_obj = objective(params[0].T.numpy(), params[1].numpy())
     sk_obj = objective(sk.coef_.T, sk.intercept_)
     assert ours_obj <= sk_obj * (1 + 1e-6) + 1e-6
 

@@ -51,10 +51,13 @@ def parameter_change(before: dict, after: dict) -> dict:
     return {"per_stage": {s: sum(v) / len(v) for s, v in stages.items()}, "per_tensor": per_tensor}
 
 
-def diagnostics(model, pristine_state: dict, test_before, test_ds, train_ds, batch_size, device) -> dict:
+def diagnostics(model, pristine, test_ds, train_ds, batch_size, device) -> dict:
+    """`pristine`: the untrained backbone; its features go through the same pipeline as the trained ones."""
+    from .surgery import WithHead
+    test_before, _ = penultimate(WithHead(pristine, torch.nn.Identity()).to(device), test_ds, batch_size, device)
     test_after, _ = penultimate(model, test_ds, batch_size, device)
     train_after, train_y = penultimate(model, train_ds, batch_size, device)
     nc1, _ = nc1_value(train_after, train_y) if len(torch.unique(train_y)) > 1 else (float("nan"), 0)
     return {"feature_distortion": feature_distortion(test_before, test_after),
-            "parameter_change": parameter_change(pristine_state, model.backbone.state_dict()),
+            "parameter_change": parameter_change(pristine.state_dict(), model.backbone.state_dict()),
             "nc1_trained_train": nc1}

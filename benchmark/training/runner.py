@@ -139,8 +139,7 @@ def run_training_cell(ctx, cell, overrides: dict):
         acc = evaluate(setup.model, ood, eval_bs, device, settings.num_workers)
         metrics[f"ood_{other_name}_top1"] = acc["top1"]
         metrics[f"ood_{other_name}_mean_per_class"] = acc["mean_per_class"]
-    diag = diagnostics(setup.model, pristine.state_dict(), ctx.features("test")[0], test_ds, train_eval, eval_bs,
-                       device)
+    diag = diagnostics(setup.model, pristine, test_ds, train_eval, eval_bs, device)
     chosen = {k: best["hp"][k] for k in ("lr", "wd", "lr_backbone", "lr_head", "epochs", "bn_layers", "block")
               if k in best["hp"]}
     extra = {"n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, "feature_dim": feature_dim,
