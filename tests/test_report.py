@@ -124,3 +124,8 @@ def test_report_without_target_says_what_to_do(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 2
     assert "no ok records for target 'finetune'" in capsys.readouterr().err
     assert main(["report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    _record(tmp_path / "errors_only", "m", "d", "knn", {}, status="error")
+    assert main(["report", "--results", str(tmp_path / "errors_only"), "--out", str(tmp_path / "o"),
+                 "--target", "knn"]) == 2
+    assert "no ok records, 1 error record(s)" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "o" / "missing.csv").status.tolist() == ["error"]

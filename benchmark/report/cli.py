@@ -61,7 +61,7 @@ def _scores_from_records(args):
         raise ConfigError(f"{args.results}: no records found; run 'bench run' first or pass --results")
     summary = seed_summary(long)
     primary = cells.groupby("protocol").primary.first().to_dict()
-    summary = summary[summary.apply(lambda r: primary.get(r.protocol) == r.metric, axis=1)]
+    summary = summary[summary.protocol.map(primary) == summary.metric]
     meta = _proxy_meta(cells)
     target = summary[summary.protocol == args.target][["model", "dataset", "mean"]].rename(columns={"mean": "target"})
     proxies = _pick(args.proxies, sorted(set(summary.protocol) - {args.target}), "proxy")
@@ -114,6 +114,9 @@ def report(args) -> int:
         missing = missing_cells(cells)
         missing.to_csv(out / "missing.csv", index=False)
         print(f"wrote {out / 'results.csv'} ({len(tidy)} rows from {len(cells)} records)")
+        if summary.empty:
+            raise ConfigError(f"{args.results}: no ok records, {len(cells)} error record(s); their messages are "
+                              f"in {out / 'missing.csv'} — fix those cells and run 'bench run' again")
         if target.empty:
             print(to_markdown(summary.pivot_table(index=["dataset", "model"], columns="protocol", values="mean")
                               .reset_index()))

@@ -33,6 +33,7 @@ def load_records(root) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def seed_summary(long: pd.DataFrame) -> pd.DataFrame:
     """One row per model x dataset x protocol x metric: mean over seeds, with std and count kept."""
-    g = long.groupby(["model", "dataset", "protocol", "metric"], sort=True)["value"]
-    out = g.agg(mean="mean", std="std", n_seeds="count").reset_index()
-    return out
+    keys = ["model", "dataset", "protocol", "metric"]
+    if long.empty:  # only error records: keep the columns so callers can report what is missing
+        return pd.DataFrame(columns=keys + ["mean", "std", "n_seeds"])
+    return long.groupby(keys, sort=True)["value"].agg(mean="mean", std="std", n_seeds="count").reset_index()
