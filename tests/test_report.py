@@ -1,5 +1,4 @@
-import json
-from argparse import Namespace
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,15 @@ from benchmark.report.stats import bootstrap_ci, correlations, selection
 from benchmark.report.tables import ProxyMeta, correlation_table
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tllib"
+
+
+def require_reference():
+    """The published tables live beside the checkout (../shared/reference). CI always has them, so their
+    absence fails there; a user's clone without them skips this one test and says why."""
+    if not (REF / "scores_long.csv").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"reference tables missing at {REF}")
+        pytest.skip(f"published reference tables not found at {REF}")
 
 
 def test_statistics_match_scipy_with_and_without_ties():
@@ -53,6 +61,7 @@ def test_lower_is_better_proxies_are_oriented():
 
 
 def test_reproduces_published_tllib_correlations(tmp_path):
+    require_reference()
     ref = pd.read_csv(REF / "reported_correlations.csv")
     usable = ref[ref.usable == "yes"]
     assert len(usable) == 49
