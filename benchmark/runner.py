@@ -34,7 +34,6 @@ class RunOptions:
     protocols: list | None = None  # overrides settings.protocols
     seeds: list | None = None  # overrides settings.seeds
     shard: tuple = (0, 1)  # (index, count): this worker's share of (model, dataset) groups
-    verbose: bool = True
 
 
 @dataclass(frozen=True)

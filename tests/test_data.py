@@ -82,3 +82,22 @@ def test_batched_tensor_pipeline_matches_timm_pil_transform():
     assert fast.shape == pil.shape == (16, 3, 64, 64)
     one_level = 1 / 255 / 0.224  # one uint8 grey level in normalised units
     assert (fast - pil).abs().max() <= one_level + 1e-6 and (fast - pil).abs().mean() < 0.01 * one_level
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian dataset-fashion-mnist not installed")
+def test_torchvision_source_with_official_splits(tmp_path):
+    """torchvision's own FashionMNIST class, fed the Debian files in torchvision's folder layout."""
+    import gzip
+    import shutil
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in FASHION_MNIST_DIR.glob("*.gz"):
+        with gzip.open(f) as src, open(raw / f.stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    e = DatasetEntry(name="fm", torchvision="FashionMNIST", root=str(tmp_path), max_test_per_class=5)
+    src = load_source(e)
+    assert set(src.splits) == {"train", "test"} and src.classes[0] == "T-shirt/top"
+    plan = plan_splits(e, src)
+    assert len(plan["test"][1]) == 50 and len(plan["val"][1]) == 12000  # val carved: 20 % of 60k, stratified
+    with pytest.raises(ConfigError, match="set 'download: true'"):
+        load_source(DatasetEntry(name="c", torchvision="CIFAR10", root=str(tmp_path)))

@@ -43,7 +43,7 @@ def grid(tmp_path):
 
 def test_second_run_computes_nothing_and_forced_run_reuses_features(grid):
     zoo, dsets, tmp = grid
-    opts = RunOptions(out=str(tmp / "r"), verbose=False)
+    opts = RunOptions(out=str(tmp / "r"))
     first = run_grid(zoo, dsets, opts, log=lambda *_: None)
     assert first.ok == 12 and not first.errors and first.features_computed == 2 * 2 * 3
     second = run_grid(zoo, dsets, opts, log=lambda *_: None)

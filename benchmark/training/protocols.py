@@ -54,6 +54,9 @@ class TrainProtocol:
     def combos(self, hp: dict, best_so_far: dict | None = None, stage: int = 0):
         """Grid over list-valued hp; for staged protocols, the values of one key at a time."""
         if self.staged:
+            other = [k for k, v in hp.items() if isinstance(v, list) and k not in self.staged]
+            if other:
+                raise CellError(f"{self.name} sweeps {' then '.join(self.staged)}; give {', '.join(other)} one value")
             key = self.staged[stage]
             base = {k: (v[0] if isinstance(v, list) else v) for k, v in hp.items()}
             base.update(best_so_far or {})

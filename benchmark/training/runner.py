@@ -121,8 +121,7 @@ def run_training_cell(ctx, cell, overrides: dict):
         chosen = {}
         for stage, key in enumerate(proto.staged):
             results = [(run_combo(c), c) for c in proto.combos(hp, chosen, stage)]
-            best_result, best_combo = max(results, key=lambda rc: rc[0]["val_top1"])
-            chosen[key] = best_combo[key]
+            chosen[key] = max(results, key=lambda rc: rc[0]["val_top1"])[1][key]
     else:
         for combo in proto.combos(hp):
             run_combo(combo)
