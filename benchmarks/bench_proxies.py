@@ -25,7 +25,7 @@ from benchmark.features import FeatureCache  # noqa: E402
 from benchmark.runner import GroupContext, RunOptions, RunSummary  # noqa: E402
 from benchmark.proxies import get_proxy  # noqa: E402
 from benchmark.proxies.knn import cosine_topk  # noqa: E402
-from benchmark.proxies.linear import default_wds  # noqa: E402
+from benchmark.proxies.linear import default_wds, standardisation  # noqa: E402
 
 
 def timed(fn, repeat=1):
@@ -82,7 +82,7 @@ def main():
     t_ours, ours = timed(lambda: get_proxy("linear")(trx, try_, tex, tey, val_x=vax, val_y=vay, wds=wds))
 
     def sklearn_sweep():
-        mean, std = trx.mean(0), trx.std(0).clamp_min(1e-6)
+        mean, std = standardisation(trx)
         a, v = ((trx - mean) / std).numpy(), ((vax - mean) / std).numpy()
         clf = LogisticRegression(warm_start=True, max_iter=1000, tol=1e-4)
         scores = []
@@ -92,7 +92,7 @@ def main():
             scores.append(100 * clf.score(v, vay.numpy()))
         best_wd = sorted(wds, reverse=True)[int(np.argmax(scores))]  # first maximum, as ours
         full = torch.cat([trx, vax])
-        mean, std = full.mean(0), full.std(0).clamp_min(1e-6)
+        mean, std = standardisation(full)
         clf = LogisticRegression(C=1.0 / best_wd, max_iter=1000, tol=1e-4)
         clf.fit(((full - mean) / std).numpy(), torch.cat([try_, vay]).numpy())
         return 100 * clf.score(((tex - mean) / std).numpy(), tey.numpy()), best_wd, scores

@@ -229,3 +229,41 @@ def test_out_of_memory_halves_the_batch_and_the_record_says_so(tmp_path, monkeyp
     rec = json.loads((tmp_path / "r/textures/r18/linear_aug__seed0.json").read_text())
     assert rec["training"]["batch_size"] == 16
     assert "out of memory: batch size halved to 16" in rec["training"]["notes"]
+
+
+def test_lp_ft_reuses_the_linear_head_and_the_folded_head_is_exact(tmp_path, monkeypatch):
+    from benchmark.proxies import linear as lin
+    x = torch.randn(60, 8) * 3 + 1
+    y = torch.arange(60) % 3
+    mean, std = x.mean(0), x.std(0)
+    W, b = lin.fit_logreg((x - mean) / std, y, 3, 1.0)
+    Wr, br = lin.raw_head((W, b), mean, std)
+    assert torch.allclose(x @ Wr.T + br, ((x - mean) / std) @ W.T + b, atol=1e-4)
+
+    (tmp_path / "z.yaml").write_text("models:\n  - {name: mnv2, package: mobilenetv2_100}\n")
+    (tmp_path / "d.yaml").write_text("settings: {protocols: [linear, lp_ft], target: lp_ft}\n"
+                                     "protocols:\n  linear: {n_wd: 3}\n  lp_ft: {epochs: 1, lr: [0.001]}\n"
+                                     "datasets:\n  - {name: textures, packaged: textures, resolution: 32}\n")
+    zoo, dsets = load_zoo(tmp_path / "z.yaml"), load_datasets(tmp_path / "d.yaml")
+    run_grid(zoo, dsets, RunOptions(out=str(tmp_path / "r"), protocols=["linear"]), log=lambda *_: None)
+    solved = []
+    real = lin.fit_logreg
+    monkeypatch.setattr(lin, "fit_logreg", lambda *a, **k: solved.append(1) or real(*a, **k))
+    s = run_grid(zoo, dsets, RunOptions(out=str(tmp_path / "r"), protocols=["lp_ft"]), log=lambda *_: None)
+    assert s.ok == 1 and solved == []  # the head came from disk, not from a new solve
+    rec = json.loads((tmp_path / "r/textures/mnv2/lp_ft__seed0.json").read_text())
+    assert "linear probe" in " ".join(rec["training"]["notes"])
+
+    # Before any training, LP-FT's network is the linear probe: same validation accuracy on images.
+    from benchmark.features import FeatureCache, TransformedSubset, eval_transform
+    from benchmark.runner import GroupContext, RunSummary
+    from benchmark.training.engine import evaluate
+    ctx = GroupContext(zoo.models[0], dsets.datasets[0], dsets, RunOptions(out=str(tmp_path / "r")),
+                       FeatureCache(tmp_path / "r" / ".cache"), RunSummary(), {})
+    src, plan = ctx.source()
+    val = TransformedSubset(src.splits["train"].data, plan["val"][1], eval_transform(ctx.loaded.data_config, 32))
+    bctx = BuildContext(ctx.loaded.module, 1280, 3, 0, lambda: ctx.linear_head(0), None)
+    setup = PROTOCOLS.get("lp_ft").build(bctx, one_combo("lp_ft"))
+    probe = json.loads((tmp_path / "r/textures/mnv2/linear__seed0.json").read_text())
+    assert abs(evaluate(setup.model, val, 64, "cpu")["top1"] - probe["metrics"]["val_top1"]) <= 100 / len(val) + 1e-9
+    assert solved == []

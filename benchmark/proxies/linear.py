@@ -52,8 +52,19 @@ def predict(params, x):
     return torch.addmm(b, x, W.T).argmax(1)
 
 
+STD_FLOOR = 0.01  # of the mean channel std
+
+
+def standardisation(x):
+    """(mean, std) per channel, std floored at 1% of the mean channel std: a near-constant channel (dead ReLUs
+    are common at low resolution) would otherwise be blown up to unit variance, making the probe fit noise and
+    the raw-feature head it hands to LP-FT huge (seen: |W| = 314 at 32 px, and LP-FT collapsing)."""
+    mean, std = x.mean(0), x.std(0)
+    return mean, std.clamp_min(STD_FLOOR * std.mean().item() + 1e-12)
+
+
 def _standardise(fit_x, *others):
-    mean, std = fit_x.mean(0), fit_x.std(0).clamp_min(1e-6)
+    mean, std = standardisation(fit_x)
     return [(t - mean) / std for t in (fit_x, *others)]
 
 
@@ -77,7 +88,7 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
     mean = torch.zeros(tx.shape[1], device=tx.device)
     std = torch.ones_like(mean)
     if standardize:
-        mean, std = tx.mean(0), tx.std(0).clamp_min(1e-6)
+        mean, std = standardisation(tx)
         tx, vx = (tx - mean) / std, (vx - mean) / std
     # Strongest regularisation first: each solution warm-starts the next, weaker one.
     sweep = sorted(wds if wds is not None else default_wds(n_wd, wd_min, wd_max), reverse=True)
