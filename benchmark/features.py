@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .atomic import torch_save
 from .config import stable_hash
 from .errors import CellError
 
@@ -136,9 +137,5 @@ class FeatureCache:
         if not torch.isfinite(features).all():
             raise CellError(f"features for {key.get('model_name')} on {key.get('dataset_name')}/{key.get('split')} "
                             f"contain NaN/inf; check the model's normalisation or weights")
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"features": features, "labels": labels, "key": key}, tmp)
-        os.replace(tmp, path)
+        torch_save({"features": features, "labels": labels, "key": key}, self.path(key))
         self.computed += 1

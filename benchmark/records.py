@@ -10,6 +10,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from .atomic import write_text
+
 STATUS_OK, STATUS_ERROR = "ok", "error"
 
 
@@ -32,10 +34,7 @@ def _jsonable(obj):
 
 
 def write_record(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(record), indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(_jsonable(record), indent=1, sort_keys=True))
 
 
 def read_record(path: Path) -> dict | None:

@@ -2,7 +2,6 @@
 and its features extracted at most once; every cell ends in one record, ok or error."""
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from . import protocols as P
+from .atomic import torch_save
 from .config import DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
 from .errors import CellError, ConfigError
@@ -202,10 +202,7 @@ def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict,
     if "head" in out:
         head = tuple(t.cpu() for t in out.pop("head"))
         ctx.memo[("linear_head", cell.seed)] = head
-        path = ctx.head_path(cell.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(head, path.with_suffix(".tmp"))
-        os.replace(path.with_suffix(".tmp"), path)
+        torch_save(head, ctx.head_path(cell.seed))
     chosen = {k: out.pop(k) for k in proxy.hp_keys if k in out}
     extra = {"n": sizes, "feature_dim": int(tx.shape[1]), "num_classes": int(torch.unique(ty).numel()),
              "primary": proxy.primary, "higher_is_better": proxy.higher_is_better}

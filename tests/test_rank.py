@@ -1,5 +1,4 @@
 import pandas as pd
-from PIL import Image
 
 from benchmark.cli import main
 from benchmark.config import DatasetEntry

@@ -267,3 +267,12 @@ def test_lp_ft_reuses_the_linear_head_and_the_folded_head_is_exact(tmp_path, mon
     probe = json.loads((tmp_path / "r/textures/mnv2/linear__seed0.json").read_text())
     assert abs(evaluate(setup.model, val, 64, "cpu")["top1"] - probe["metrics"]["val_top1"]) <= 100 / len(val) + 1e-9
     assert solved == []
+
+
+def test_convert_bn_refuses_non_affine_bn_before_touching_any_layer():
+    m = tiny_resnet()
+    m.layer4[1].bn2 = torch.nn.BatchNorm2d(512, affine=False).eval()
+    before = copy.deepcopy(m.state_dict())
+    with pytest.raises(CellError, match="needs affine BatchNorm"):
+        convert_bn(m, [torch.randn(4, 3, 32, 32)])
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

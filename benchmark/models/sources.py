@@ -15,8 +15,9 @@ import timm
 import torch
 from torch import nn
 
+from ..atomic import torch_save
 from ..config import ModelEntry
-from ..errors import CellError, ConfigError
+from ..errors import ConfigError
 from ..registry import Registry
 from . import offline
 from .remap import extract_state_dict, load_strict, remap_by_position, remap_keys
@@ -229,10 +230,7 @@ def remapped_packaged_file(name: str, model: str = "") -> tuple[Path, str]:
         src = torch.load(raw, map_location="cpu", weights_only=True)
         dst = timm.create_model(name, pretrained=False, num_classes=1000 if keep_classifier else 0).state_dict()
         mapped = remap_by_position(src, dst, model or name)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        torch.save(mapped, tmp)
-        os.replace(tmp, out)
+        torch_save(mapped, out)
     return out, version
 
 

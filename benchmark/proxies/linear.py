@@ -64,8 +64,9 @@ def standardisation(x):
 
 
 def _standardise(fit_x, *others):
+    """(mean, std, fit_x and others standardised with fit_x's statistics)."""
     mean, std = standardisation(fit_x)
-    return [(t - mean) / std for t in (fit_x, *others)]
+    return (mean, std, *[(t - mean) / std for t in (fit_x, *others)])
 
 
 def raw_head(params, mean, std):
@@ -88,8 +89,7 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
     mean = torch.zeros(tx.shape[1], device=tx.device)
     std = torch.ones_like(mean)
     if standardize:
-        mean, std = standardisation(tx)
-        tx, vx = (tx - mean) / std, (vx - mean) / std
+        mean, std, tx, vx = _standardise(tx, vx)
     # Strongest regularisation first: each solution warm-starts the next, weaker one.
     sweep = sorted(wds if wds is not None else default_wds(n_wd, wd_min, wd_max), reverse=True)
     best, params, curve = None, None, []
@@ -105,7 +105,7 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         full_x, full_y = torch.cat([train_x, val_x]).float(), torch.cat([train_y, val_y])
         ex = test_x.float()
         if standardize:
-            full_x, ex = _standardise(full_x, ex)
+            _, _, full_x, ex = _standardise(full_x, ex)
         params = fit_logreg(full_x, full_y, k, wd, w_best, max_iter, tol)
         out.update(accuracies(predict(params, ex), test_y))
     # The train-only solution at the chosen wd (no validation images in it), for LP-FT's head.

@@ -158,7 +158,7 @@ def _figures(out, scores, target, corr, meta, summary, target_name):
 
 def _index(out, cells, corr, summ, figures, args, missing):
     ok = cells[cells.status == "ok"]
-    lines = [f"# Transferability report", "",
+    lines = ["# Transferability report", "",
              f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from `{args.results}` by `bench report`.",
              "", "## What was run", "",
              f"- models ({ok.model.nunique()}): {', '.join(sorted(cells.model.unique()))}",

@@ -23,6 +23,8 @@ def convert_bn(model: nn.Module, batches) -> nn.Module:
     bns = [m for m in model.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
     if not bns:
         return model
+    if not all(bn.affine for bn in bns):  # checked first: never leave a model half-converted
+        raise CellError("convert_bn needs affine BatchNorm layers to keep the function unchanged")
     sums = {id(m): [0.0, 0.0, 0] for m in bns}
 
     def hook(module, inputs, _output):
@@ -50,12 +52,8 @@ def convert_bn(model: nn.Module, batches) -> nn.Module:
         m_t, v_t = (s_mean / n).to(bn.running_mean.dtype), (s_var / n).to(bn.running_var.dtype)
         std_s = (bn.running_var + bn.eps).sqrt()
         std_t = (v_t + bn.eps).sqrt()
-        gamma = bn.weight if bn.affine else torch.ones_like(std_s)
-        if bn.affine:
-            bn.bias.copy_(bn.bias + gamma * (m_t - bn.running_mean) / std_s)
-            bn.weight.copy_(gamma * std_t / std_s)
-        else:
-            raise CellError("convert_bn needs affine BatchNorm layers to keep the function unchanged")
+        bn.bias.copy_(bn.bias + bn.weight * (m_t - bn.running_mean) / std_s)
+        bn.weight.copy_(bn.weight * std_t / std_s)
         bn.running_mean.copy_(m_t)
         bn.running_var.copy_(v_t)
     model.train(was_training)

@@ -7,7 +7,6 @@ CUDA, per-epoch validation, per-epoch checkpoints (resume after a kill) and halv
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..atomic import torch_save
 from ..features import autocast
 from ..proxies.base import accuracies
 
@@ -75,13 +75,6 @@ def _to(x, device):
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.dim() == 4 else x
 
 
-def _atomic_save(obj, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def fit(setup: Setup, train_ds, val_ds, *, epochs: int, batch_size: int, momentum: float = 0.9,
         warmup_epochs: float = 0, device="cpu", amp=True, seed=0, num_workers=0, ckpt: Path | None = None,
         eval_batch_size=None, log=None) -> dict:
@@ -129,7 +122,7 @@ def fit(setup: Setup, train_ds, val_ds, *, epochs: int, batch_size: int, momentu
         val = evaluate(model, val_ds, eval_batch_size or batch_size, device, num_workers, amp)
         curve.append(round(val["top1"], 4))
         if ckpt is not None:
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                           "generator": g.get_state(), "curve": curve, "epoch": epoch, "images": images,
                           "train_time": train_time}, ckpt)
         if log:

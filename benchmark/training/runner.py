@@ -3,7 +3,6 @@ compute diagnostics; the record is written by the grid runner only when all of t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import timm
 import torch
 from torch.utils.data import DataLoader
 
+from ..atomic import torch_save, write_text
 from ..config import stable_hash
 from ..errors import CellError
 from ..features import TransformedSubset, eval_transform
@@ -44,12 +44,6 @@ def _mapped_test(ctx, entry, main_classes, transform):
     return TransformedSubset(src.splits[official].data, keep, transform, label_map=mapping)
 
 
-def _save_json(path: Path, obj):
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
 def run_training_cell(ctx, cell, overrides: dict):
     proto = PROTOCOLS.get(cell.protocol)
     hp = {**proto.defaults, **overrides}
@@ -80,11 +74,11 @@ def run_training_cell(ctx, cell, overrides: dict):
     ckdir.mkdir(parents=True, exist_ok=True)
     progress_path = ckdir / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": {}, "best": None}
-    notes, sweep, best = [], [], None
+    notes, sweep = [], []
     batch_size = hp["batch_size"]
 
     def run_combo(combo):
-        nonlocal batch_size, best
+        nonlocal batch_size
         key = stable_hash(combo)
         if key in progress["done"]:
             result = progress["done"][key]
@@ -105,11 +99,10 @@ def run_training_cell(ctx, cell, overrides: dict):
                     torch.cuda.empty_cache()
             result.update(trained_fraction(setup), notes=setup.notes, hp=combo)
             if progress["best"] is None or result["val_top1"] > progress["done"][progress["best"]]["val_top1"]:
-                torch.save(setup.model.state_dict(), ckdir / "best.tmp")
-                os.replace(ckdir / "best.tmp", ckdir / "best.pt")
+                torch_save(setup.model.state_dict(), ckdir / "best.pt")
                 progress["best"] = key
             progress["done"][key] = result
-            _save_json(progress_path, progress)
+            write_text(progress_path, json.dumps(progress))
             (ckdir / f"{key}.pt").unlink(missing_ok=True)
         point = {"hp": {k: combo[k] for k in combo if k in ("lr", "wd", "lr_backbone", "lr_head")},
                  "val_top1": result["val_top1"]}
@@ -134,7 +127,7 @@ def run_training_cell(ctx, cell, overrides: dict):
     metrics["val_top1"] = best["val_top1"]
     for other_name in entry.extra_test:
         other = next(d for d in ctx.dsets.datasets if d.name == other_name)
-        ood = _mapped_test(ctx, other, src.classes, eval_transform(cfg, entry.resolution))
+        ood = _mapped_test(ctx, other, src.classes, ev)
         acc = evaluate(setup.model, ood, eval_bs, device, settings.num_workers)
         metrics[f"ood_{other_name}_top1"] = acc["top1"]
         metrics[f"ood_{other_name}_mean_per_class"] = acc["mean_per_class"]
