@@ -22,4 +22,13 @@ demo: $(BIN)/bench
 test: $(BIN)/bench
 	$(BIN)/python -m pytest -q
 
-.PHONY: install demo test
+# On a CUDA machine: the suite (CUDA-parametrised tests included) and the demo grid on the GPU; any error record
+# fails it (bench run exits 1). GPU_PY=python3 uses an existing environment instead of the venv.
+GPU_PY ?= $(BIN)/python
+gpu-check:
+	$(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: torch sees no CUDA device')"
+	$(GPU_PY) -m pytest -q
+	$(GPU_PY) -m benchmark.cli run --zoo examples/offline_zoo.yaml --datasets examples/offline_datasets.yaml --out gpu_results --device cuda
+	$(GPU_PY) -m benchmark.cli report --results gpu_results --out gpu_reports
+
+.PHONY: install demo test gpu-check

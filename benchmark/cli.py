@@ -20,7 +20,43 @@ def _shard(s: str):
         raise argparse.ArgumentTypeError(f"--shard wants INDEX/COUNT with 0 <= INDEX < COUNT, got '{s}'") from None
 
 
+def _devices(s: str):
+    """'0,1,2,3' -> cuda:0..3; full device names (cuda:1, cpu) pass through."""
+    out = [f"cuda:{d}" if d.isdigit() else d for d in (x.strip() for x in s.split(",")) if d]
+    if not out:
+        raise argparse.ArgumentTypeError(f"--devices wants a comma-separated list such as 0,1,2,3, got '{s}'")
+    return out
+
+
+def _without(argv: list, flags: tuple) -> list:
+    """argv minus the given options (with their values, in '--opt v' or '--opt=v' form)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in flags:
+            skip = True
+        elif not any(a.startswith(f + "=") for f in flags):
+            out.append(a)
+    return out
+
+
+def run_on_devices(args) -> int:
+    """One worker process per device over disjoint (model, dataset) groups (the --shard order), so a multi-GPU
+    node is used without a scheduler; the workers share --out and the caches, and cell claims keep them apart."""
+    import subprocess
+    base = _without(args.argv, ("--devices", "--device", "--shard"))
+    n = len(args.devices)
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmark.cli", *base, "--device", d, "--shard", f"{i}/{n}"])
+             for i, d in enumerate(args.devices)]
+    codes = [p.wait() for p in procs]
+    print(f"devices: {n} workers on {', '.join(args.devices)}; exit codes {codes}")
+    return max(codes)
+
+
 def cmd_run(args) -> int:
+    if getattr(args, "devices", None):
+        return run_on_devices(args)
     from .config import load_datasets, load_zoo
     from .runner import RunOptions, run_grid
     from .validate import problems
@@ -102,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cuda" if _cuda() else "cpu")
     r.add_argument("--force", action="store_true", help="recompute cells that already have ok records")
     r.add_argument("--shard", type=_shard, default=(0, 1), help="INDEX/COUNT: this worker's share (e.g. SLURM)")
+    r.add_argument("--devices", type=_devices, default=None,
+                   help="one worker per device over disjoint groups, e.g. 0,1,2,3 (GPUs) or cuda:0,cuda:1")
     r.set_defaults(fn=cmd_run)
 
     v = sub.add_parser("validate", help="check the YAML files without downloading anything")
@@ -134,6 +172,7 @@ def _cuda() -> bool:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)
     except ConfigError as e:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .atomic import torch_save
@@ -39,44 +39,6 @@ def eval_transform(data_config: dict, resolution: int | None):
                                       is_training=False)
 
 
-class ArrayBatches(Dataset):
-    """Uint8 CHW tensors of an in-memory array source, for `batched_eval_transform` (3 channels, as RGB)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, indices):
-        self.images, self.labels, self.indices = images, labels, np.asarray(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        j = int(self.indices[i])
-        img = torch.from_numpy(np.array(self.images[j]))  # a copy: source arrays may be read-only buffers
-        img = img.unsqueeze(0).expand(3, -1, -1) if img.dim() == 2 else img.permute(2, 0, 1)
-        return img, int(self.labels[j])
-
-
-def batched_eval_transform(data_config: dict, resolution: int | None):
-    """timm's eval transform (Resize(floor(size / crop_pct)) -> CenterCrop -> Normalize) on whole uint8
-    batches with torchvision's tensor ops. Per-image PIL transforms on the main thread cost ~30 % of
-    extraction throughput on a 2-core CPU; this runs in a few ms per batch. Antialiased bicubic/bilinear
-    tensor resizing is torchvision's PIL-matching path; the cache key records which pipeline made a file."""
-    import math
-
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
-    size = resolution or data_config["input_size"][-1]
-    scale = math.floor(size / data_config["crop_pct"])
-    mode = InterpolationMode(data_config["interpolation"])
-    mean = torch.tensor(data_config["mean"]).view(1, 3, 1, 1) * 255
-    std = torch.tensor(data_config["std"]).view(1, 3, 1, 1) * 255
-
-    def apply(batch: torch.Tensor) -> torch.Tensor:
-        x = TF.resize(batch, [scale], interpolation=mode, antialias=True)
-        x = TF.center_crop(x, [size, size])
-        return (x.float() - mean) / std
-    return apply
-
-
 def indices_digest(indices) -> str:
     return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
 
@@ -87,28 +49,28 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+def channels_last(device: torch.device) -> bool:
+    """channels_last on CUDA (tensor cores read NHWC); on CPU we leave the layout to oneDNN, which reorders itself."""
+    return device.type == "cuda"
+
+
 @torch.inference_mode()
-def extract(module, dataset, batch_size=128, device="cpu", num_workers=0, amp=True, desc="features",
-            batch_transform=None):
-    """Pooled features of every item of `dataset`, in order: eval mode, batched, bf16 + channels_last on CUDA.
-    `batch_transform` (optional) runs on each collated batch, e.g. `batched_eval_transform`."""
+def extract(module, images, batch_size=128, device="cpu", amp=True, desc="features"):
+    """Pooled features of every image of `images` (a `StoredImages` view), in order: eval mode, batched, on the
+    device; bf16 autocast + channels_last on CUDA. Features stay on the device until the end (no per-batch sync)."""
     device = torch.device(device)
     module = module.eval().to(device)
-    cuda = device.type == "cuda"
-    if cuda:
+    nhwc = channels_last(device)
+    if nhwc:
         module = module.to(memory_format=torch.channels_last)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=cuda)
     feats, labels = [], []
     with autocast(device, amp):
-        for x, y in tqdm(loader, desc=desc, leave=False, disable=None):
-            x = x.to(device, non_blocking=True)
-            if batch_transform is not None:
-                x = batch_transform(x)
-            if cuda:
+        for x, y in tqdm(images.batches(batch_size, device), desc=desc, leave=False, disable=None):
+            if nhwc:
                 x = x.contiguous(memory_format=torch.channels_last)
-            feats.append(module(x).float().cpu())
+            feats.append(module(x).float())
             labels.append(y)
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats).cpu(), torch.cat(labels).cpu()
 
 
 class FeatureCache:
@@ -123,6 +85,7 @@ class FeatureCache:
         return self.root / f"{stable_hash(key, 32)}.pt"
 
     def load(self, key: dict):
+        """(features, labels, cost) or None; cost = {'seconds', 'images'} of the pass that made the file."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -131,11 +94,11 @@ class FeatureCache:
         except Exception:
             return None  # a corrupt file is recomputed, not fatal
         self.hits += 1
-        return blob["features"], blob["labels"]
+        return blob["features"], blob["labels"], blob.get("cost", {})
 
-    def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor, cost: dict | None = None) -> None:
         if not torch.isfinite(features).all():
             raise CellError(f"features for {key.get('model_name')} on {key.get('dataset_name')}/{key.get('split')} "
                             f"contain NaN/inf; check the model's normalisation or weights")
-        torch_save({"features": features, "labels": labels, "key": key}, self.path(key))
+        torch_save({"features": features, "labels": labels, "key": key, "cost": cost or {}}, self.path(key))
         self.computed += 1

@@ -15,9 +15,12 @@ from .atomic import torch_save
 from .config import DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
 from .errors import CellError, ConfigError
-from .data.sources import ArrayImages
-from .features import (ArrayBatches, FeatureCache, TransformedSubset, batched_eval_transform, eval_transform, extract,
-                       indices_digest)
+from .data.augment import EvalTransform
+from .data.loader import StoredImages
+from .data.store import PixelStore, is_array_source, storage_size
+from .features import FeatureCache, extract, indices_digest
+from .locks import CellLock
+from .seeding import cell_seed, seed_everything
 from .models import load_model
 from .proxies import get_proxy
 from .records import STATUS_ERROR, STATUS_OK, is_done, provenance, record_path, write_record
@@ -52,6 +55,7 @@ class RunSummary:
     features_computed: int = 0
     features_cached: int = 0
     models_loaded: int = 0
+    busy: list = field(default_factory=list)  # cells claimed by another live run on the same --out
 
 
 def _select(all_names, wanted, kind, where):
@@ -81,11 +85,28 @@ def protocol_hp(dsets: DatasetsConfig, protocol: str) -> dict:
     return hp
 
 
-def cell_config(zoo, dsets, cell: Cell) -> dict:
+def model_identity(entry) -> dict:
+    """The zoo entry, plus size and mtime of a local checkpoint file, so a replaced file invalidates caches."""
+    ident = as_dict(entry)
+    if entry.checkpoint and "://" not in entry.checkpoint:
+        p = Path(entry.checkpoint).expanduser()
+        ident["file"] = [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None
+    return ident
+
+
+def new_costs() -> dict:
+    return {"features_s": 0.0, "features_images": 0, "decode_s": 0.0, "extracted_s": 0.0}
+
+
+def cell_config(zoo, dsets, cell: Cell, data_identity: dict | None = None) -> dict:
+    """What determines a cell's result; its hash decides whether a record is still valid. `data_identity`
+    (the source's file fingerprint) makes changed images invalidate records, not only cached features."""
     model = next(m for m in zoo.models if m.name == cell.model)
     data = next(d for d in dsets.datasets if d.name == cell.dataset)
-    cfg = {"model": as_dict(model), "dataset": as_dict(data), "protocol": cell.protocol,
+    cfg = {"model": model_identity(model), "dataset": as_dict(data), "protocol": cell.protocol,
            "hp": protocol_hp(dsets, cell.protocol), "seed": cell.seed}
+    if data_identity is not None:
+        cfg["data_identity"] = data_identity
     if P.kind_of(cell.protocol) == "train" and data.extra_test:
         cfg["extra_test"] = [as_dict(d) for d in dsets.datasets if d.name in data.extra_test]
     return cfg
@@ -94,11 +115,14 @@ def cell_config(zoo, dsets, cell: Cell) -> dict:
 class GroupContext:
     """Everything one (model, dataset) group shares: the dataset's splits, lazily the model, and features."""
 
-    def __init__(self, model_entry, data_entry, dsets, opts, cache, summary, sources):
+    def __init__(self, model_entry, data_entry, dsets, opts, cache, summary, sources, pixels=None, log=print):
         self.model_entry, self.data_entry, self.dsets, self.opts = model_entry, data_entry, dsets, opts
         self.cache, self.summary, self._sources = cache, summary, sources
+        self.pixels = pixels or PixelStore(cache.root / "pixels")
+        self.log = log
         self._loaded = None
         self.memo = {}  # per-group results reused across cells (e.g. the linear head for LP-FT)
+        self.costs = new_costs()  # what the current cell used: reset by the grid runner per cell
 
     def source(self, entry=None):
         entry = entry or self.data_entry
@@ -117,20 +141,36 @@ class GroupContext:
     def feature_key(self, entry, split):
         src, plan = self.source(entry)
         official, idx = plan[split]
-        model_id = as_dict(self.model_entry)
-        if self.model_entry.checkpoint and "://" not in self.model_entry.checkpoint:
-            p = Path(self.model_entry.checkpoint).expanduser()
-            model_id["file"] = [p.stat().st_size, int(p.stat().st_mtime)] if p.exists() else None
         import timm
-        return {"model": model_id, "model_name": self.model_entry.name, "timm": timm.__version__,
-                "dataset": src.identity, "dataset_name": entry.name, "split": official,
+        return {"model": model_identity(self.model_entry), "model_name": self.model_entry.name,
+                "timm": timm.__version__, "dataset": src.identity, "dataset_name": entry.name, "split": official,
                 "indices": indices_digest(idx), "n": len(idx), "resolution": entry.resolution,
-                "pipeline": "tensor" if self._batched(src.splits[official].data) else "pil"}
+                "pipeline": "store-tensor" if is_array_source(src.splits[official].data) else "store-pil"}
 
-    @staticmethod
-    def _batched(data) -> bool:
-        """In-memory arrays of one image size take the batched tensor pipeline."""
-        return isinstance(data, ArrayImages) and data.images.ndim in (3, 4) and data.images.dtype == np.uint8
+    def images(self, split, entry=None) -> StoredImages:
+        """The split's pixels from the store (decoded once, shared by every model with the same eval resize),
+        as a view with the model's eval transform; `.with_transform()` swaps in training augmentation."""
+        entry = entry or self.data_entry
+        src, plan = self.source(entry)
+        official, idx = plan[split]
+        cfg = self.loaded.data_config
+        size, scale = storage_size(cfg, entry.resolution)
+        data = src.splits[official].data
+        key = {"dataset": src.identity, "dataset_name": entry.name, "split": official,
+               "indices": indices_digest(idx), "n": len(idx), "size": scale, "interpolation": cfg["interpolation"],
+               "pipeline": "tensor" if is_array_source(data) else "pil"}
+        memo = ("images", stable_hash(key))
+        if memo not in self.memo:
+            stored = self.pixels.get(key, data, idx, scale, cfg["interpolation"], self.dsets.settings.num_workers,
+                                     desc=f"decode {entry.name}/{split}")
+            if stored.decode:
+                self.costs["decode_s"] += stored.decode["seconds"]
+                self.log(f"        decoded {entry.name}/{split}: {stored.decode['images']} images at {scale} px, "
+                         f"{stored.decode['images_per_s']:.0f} img/s")
+            labels = torch.as_tensor(src.splits[official].labels[idx], dtype=torch.long)
+            self.memo[memo] = StoredImages(stored.pixels, labels, np.arange(len(idx)),
+                                           EvalTransform(size, cfg["mean"], cfg["std"]))
+        return self.memo[memo]
 
     def features(self, split, entry=None):
         """(features, labels) of a planned split ('train', 'val', 'test'), from cache or one forward pass."""
@@ -139,21 +179,18 @@ class GroupContext:
         hit = self.cache.load(key)
         if hit is not None:
             self.summary.features_cached += 1
-            return hit
-        src, plan = self.source(entry)
-        official, idx = plan[split]
-        data = src.splits[official].data
-        if self._batched(data):
-            ds = ArrayBatches(data.images, data.labels, idx)
-            batch_tf = batched_eval_transform(self.loaded.data_config, entry.resolution)
+            feats, labels, cost = hit
         else:
-            ds = TransformedSubset(data, idx, eval_transform(self.loaded.data_config, entry.resolution))
-            batch_tf = None
-        feats, labels = extract(self.loaded.module, ds, self.dsets.settings.batch_size, self.opts.device,
-                                self.dsets.settings.num_workers, batch_transform=batch_tf,
-                                desc=f"{self.model_entry.name}/{entry.name}/{split}")
-        self.cache.save(key, feats, labels)
-        self.summary.features_computed += 1
+            images = self.images(split, entry)
+            t0 = time.perf_counter()
+            feats, labels = extract(self.loaded.module, images, self.dsets.settings.batch_size, self.opts.device,
+                                    desc=f"{self.model_entry.name}/{entry.name}/{split}")
+            cost = {"seconds": round(time.perf_counter() - t0, 4), "images": len(labels)}
+            self.costs["extracted_s"] += cost["seconds"]
+            self.cache.save(key, feats, labels, cost)
+            self.summary.features_computed += 1
+        self.costs["features_s"] += cost.get("seconds", 0.0)
+        self.costs["features_images"] += cost.get("images", 0)
         return feats, labels
 
     def head_path(self, seed) -> Path:
@@ -221,10 +258,26 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if not isinstance(e, (CellError, ConfigError)) else msg
 
 
+def data_identities(dsets, names, sources) -> dict:
+    """Each dataset's source identity (file fingerprints), loading each source once per run."""
+    out = {}
+    for d in dsets.datasets:
+        if d.name in names:
+            try:
+                if d.name not in sources:
+                    src = load_source(d)
+                    sources[d.name] = (src, plan_splits(d, src))
+                out[d.name] = sources[d.name][0].identity
+            except (CellError, ConfigError, OSError) as e:
+                out[d.name] = {"unavailable": str(e).splitlines()[0] if str(e) else type(e).__name__}
+    return out
+
+
 def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print) -> RunSummary:
     cells = plan_cells(zoo, dsets, opts)
     hps = {p: protocol_hp(dsets, p) for p in {c.protocol for c in cells}}
     cache = FeatureCache(opts.cache_dir or Path(opts.out) / ".cache")
+    pixels = PixelStore(cache.root / "pixels")
     summary, sources = RunSummary(), {}
     groups: dict = {}
     for c in cells:
@@ -232,12 +285,12 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
     index, count = opts.shard
     models = {m.name: m for m in zoo.models}
     datas = {d.name: d for d in dsets.datasets}
-    for gi, ((model_name, data_name), group) in enumerate(groups.items()):
-        if gi % count != index:
-            continue
+    mine = [(k, g) for gi, (k, g) in enumerate(groups.items()) if gi % count == index]
+    identities = data_identities(dsets, {k[1] for k, _ in mine}, sources)
+    for (model_name, data_name), group in mine:
         todo = []
         for c in group:
-            cfg = cell_config(zoo, dsets, c)
+            cfg = cell_config(zoo, dsets, c, identities.get(c.dataset))
             path = record_path(opts.out, c.model, c.dataset, c.protocol, c.seed)
             h = stable_hash(cfg)
             if not opts.force and is_done(path, h):
@@ -246,24 +299,56 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
                 todo.append((c, cfg, h, path))
         if not todo:
             continue
-        ctx = GroupContext(models[model_name], datas[data_name], dsets, opts, cache, summary, sources)
+        ctx = GroupContext(models[model_name], datas[data_name], dsets, opts, cache, summary, sources, pixels, log)
         for c, cfg, h, path in todo:
-            t0 = time.perf_counter()
-            record = {"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed,
-                      "config": cfg, "config_hash": h}
+            lock = CellLock(path)
+            if not lock.acquire():
+                owner = lock.owner() or {}
+                summary.busy.append(c)
+                log(f"[busy]  {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): claimed by "
+                    f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
+                continue
             try:
-                metrics, chosen, extra = run_cell(ctx, c, hps[c.protocol])
-                record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
-                summary.ok += 1
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-                log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # noqa: BLE001 - a failing cell becomes an error record; the grid goes on
-                msg = _one_line(e)
-                record.update(status=STATUS_ERROR, error=msg, traceback=traceback.format_exc(limit=8))
-                summary.errors.append((c, msg))
-                log(f"[error] {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {msg}")
-            record["provenance"] = provenance(opts.device, time.perf_counter() - t0)
-            write_record(path, record)
+                if not opts.force and is_done(path, h):  # finished by another run while we were busy
+                    summary.skipped += 1
+                    continue
+                run_one(ctx, c, cfg, h, path, hps[c.protocol], opts, summary, log)
+            finally:
+                lock.release()
     return summary
+
+
+def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary, log) -> None:
+    """Compute one claimed cell and write its record (ok or error)."""
+    seed_everything(cell_seed(c.seed, c.model, c.dataset, c.protocol))
+    ctx.costs = new_costs()
+    t0 = time.perf_counter()
+    record = {"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed,
+              "config": cfg, "config_hash": h}
+    try:
+        metrics, chosen, extra = run_cell(ctx, c, hp)
+        record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
+        summary.ok += 1
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
+        for w in record.get("warnings", []):
+            log(f"        warning: {w}")
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - a failing cell becomes an error record; the grid goes on
+        msg = _one_line(e)
+        record.update(status=STATUS_ERROR, error=msg, traceback=traceback.format_exc(limit=8))
+        summary.errors.append((c, msg))
+        log(f"[error] {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {msg}")
+    wall = time.perf_counter() - t0
+    images = record.pop("images_processed", 0)
+    # device_s: seconds this cell held its one device (extraction or decoding it happened to do included).
+    # Features are shared by the cells of a group, so which cell pays for them depends on order; standalone_s
+    # is the order-free cost: the cell's own work plus the extraction of every feature split it read.
+    k = ctx.costs
+    record["cost"] = {"wall_s": round(wall, 4), "device_s": round(wall, 4), "devices": 1,
+                      "images": images or k["features_images"],
+                      "standalone_s": round(wall - k["extracted_s"] - k["decode_s"] + k["features_s"], 4),
+                      **{n: round(v, 4) if isinstance(v, float) else v for n, v in k.items()}}
+    record["provenance"] = provenance(opts.device, wall)
+    write_record(path, record)

@@ -17,6 +17,16 @@ def bench_home(tmp_path_factory):
     return home
 
 
+CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA device here"))]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Tensor-touching tests run on the CPU always and on CUDA where there is one."""
+    return request.param
+
+
 def clusters(n_per_class=40, k=4, d=16, spread=1.0, sep=10.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(k, d, generator=g) * sep

@@ -66,24 +66,6 @@ def test_folder_dataset_and_class_mismatch(tmp_path):
         load_source(DatasetEntry(name="f", folder=str(tmp_path / "nothing")))
 
 
-def test_batched_tensor_pipeline_matches_timm_pil_transform():
-    """In-memory arrays skip per-image PIL work; the batched tensor pipeline must give the same pixels."""
-    import torch
-
-    from benchmark.features import ArrayBatches, TransformedSubset, batched_eval_transform, eval_transform
-    src = load_source(DatasetEntry(name="m", packaged="mnist5k"))
-    data = src.splits["train"].data
-    cfg = dict(input_size=(3, 224, 224), interpolation="bicubic", mean=(0.485, 0.456, 0.406),
-               std=(0.229, 0.224, 0.225), crop_pct=0.875, crop_mode="center")
-    idx = np.arange(16)
-    pil = torch.stack([TransformedSubset(data, idx, eval_transform(cfg, 64))[i][0] for i in range(16)])
-    raw = torch.stack([ArrayBatches(data.images, data.labels, idx)[i][0] for i in range(16)])
-    fast = batched_eval_transform(cfg, 64)(raw)
-    assert fast.shape == pil.shape == (16, 3, 64, 64)
-    one_level = 1 / 255 / 0.224  # one uint8 grey level in normalised units
-    assert (fast - pil).abs().max() <= one_level + 1e-6 and (fast - pil).abs().mean() < 0.01 * one_level
-
-
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian dataset-fashion-mnist not installed")
 def test_torchvision_source_with_official_splits(tmp_path):
     """torchvision's own FashionMNIST class, fed the Debian files in torchvision's folder layout."""

@@ -255,13 +255,13 @@ def test_lp_ft_reuses_the_linear_head_and_the_folded_head_is_exact(tmp_path, mon
     assert "linear probe" in " ".join(rec["training"]["notes"])
 
     # Before any training, LP-FT's network is the linear probe: same validation accuracy on images.
-    from benchmark.features import FeatureCache, TransformedSubset, eval_transform
+    from benchmark.features import FeatureCache
     from benchmark.runner import GroupContext, RunSummary
     from benchmark.training.engine import evaluate
     ctx = GroupContext(zoo.models[0], dsets.datasets[0], dsets, RunOptions(out=str(tmp_path / "r")),
                        FeatureCache(tmp_path / "r" / ".cache"), RunSummary(), {})
     src, plan = ctx.source()
-    val = TransformedSubset(src.splits["train"].data, plan["val"][1], eval_transform(ctx.loaded.data_config, 32))
+    val = ctx.images("val")  # the real path: stored pixels, eval transform on the device
     bctx = BuildContext(ctx.loaded.module, 1280, 3, 0, lambda: ctx.linear_head(0), None)
     setup = PROTOCOLS.get("lp_ft").build(bctx, one_combo("lp_ft"))
     probe = json.loads((tmp_path / "r/textures/mnv2/linear__seed0.json").read_text())

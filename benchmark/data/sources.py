@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from ..config import DatasetEntry
 from ..errors import ConfigError, unknown_name
 from ..registry import Registry
+from .identity import files_fingerprint
 
 DATASET_SOURCES: Registry = Registry("dataset source")
 
@@ -90,7 +91,10 @@ def torchvision_source(entry: DatasetEntry) -> SourceData:
         classes = classes or list(getattr(ds, "classes", None) or getattr(ds, "categories", None) or [])
     if not classes:
         classes = [str(c) for c in range(int(splits["train"].labels.max()) + 1)]
-    return SourceData(splits, classes, {"source": "torchvision", "name": name, "root": str(root)})
+    # Conservative: a root shared by several datasets is fingerprinted whole (torchvision's folder names per
+    # dataset are not uniform), so a change to any of them invalidates the others' caches too.
+    return SourceData(splits, classes, {"source": "torchvision", "name": name, "root": str(root),
+                                        "files": files_fingerprint(root)})
 
 
 @DATASET_SOURCES.register("folder")
@@ -109,8 +113,9 @@ def folder_source(entry: DatasetEntry) -> SourceData:
                                   f"from train/; every split needs the same class folders")
             classes = ds.classes
             splits[split] = SourceSplit(ds, np.asarray(ds.targets, dtype=np.int64))
-    n_files = sum(len(s.labels) for s in splits.values())
-    return SourceData(splits, classes, {"source": "folder", "path": str(root.resolve()), "n_files": n_files})
+    files = [path for s in splits.values() for path, _ in s.data.samples]
+    return SourceData(splits, classes, {"source": "folder", "path": str(root.resolve()),
+                                        "files": files_fingerprint(root, files)})
 
 
 def _require(module: str, dist: str, entry: DatasetEntry):

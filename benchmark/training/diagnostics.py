@@ -6,21 +6,23 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
+from ..data.loader import as_images
 from ..features import autocast
 from ..proxies.collapse import nc1_value
 
 
 @torch.no_grad()
-def penultimate(model, dataset, batch_size, device, amp=True):
+def penultimate(model, images, batch_size, device, amp=True):
+    """Penultimate features of a `StoredImages` view (or Dataset), kept on the device until the end."""
+    device = torch.device(device)
     model.eval()
     feats, labels = [], []
-    with autocast(torch.device(device), amp):
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            feats.append(model.features(x.to(device)).float().cpu())
+    with autocast(device, amp):
+        for x, y in as_images(images).batches(batch_size, device):
+            feats.append(model.features(x).float())
             labels.append(y)
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats).cpu(), torch.cat(labels).cpu()
 
 
 def feature_distortion(before: torch.Tensor, after: torch.Tensor) -> dict:

@@ -4,44 +4,47 @@ from __future__ import annotations
 
 import json
 import shutil
+import dataclasses
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
-from torch.utils.data import DataLoader
 
 from ..atomic import torch_save, write_text
 from ..config import stable_hash
+from ..data.augment import TrainTransform
 from ..errors import CellError
-from ..features import TransformedSubset, eval_transform
+from ..seeding import derive_seed, seed_everything
 from .diagnostics import diagnostics
 from .engine import evaluate, fit, is_oom, trained_fraction
 from .protocols import PROTOCOLS, BuildContext
 
 
-def train_transform(data_config: dict, resolution: int | None, scale_min: float):
-    size = resolution or data_config["input_size"][-1]
-    return timm.data.create_transform(input_size=(3, size, size), is_training=True, scale=(scale_min, 1.0),
-                                      hflip=0.5, color_jitter=None, auto_augment=None, re_prob=0.0,
-                                      interpolation=data_config["interpolation"], mean=data_config["mean"],
-                                      std=data_config["std"])
-
-
-def _mapped_test(ctx, entry, main_classes, transform):
+def _mapped_test(ctx, entry, main_classes):
     """An extra test set in the main label space: classes renamed by `class_map`, unmatched classes dropped."""
-    src, plan = ctx.source(entry)
-    official, idx = plan["test"]
+    src, _ = ctx.source(entry)
     index = {c: i for i, c in enumerate(main_classes)}
-    mapping = np.full(len(src.classes), -1)
-    for i, c in enumerate(src.classes):
-        mapping[i] = index.get(entry.class_map.get(c, c), -1)
+    mapping = torch.tensor([index.get(entry.class_map.get(c, c), -1) for c in src.classes], dtype=torch.long)
     if (mapping < 0).all():
         raise CellError(f"extra_test '{entry.name}': none of its classes {src.classes[:5]} match the main dataset's; "
                         f"set class_map on it")
-    labels = src.splits[official].labels[idx]
-    keep = idx[mapping[labels] >= 0]
-    return TransformedSubset(src.splits[official].data, keep, transform, label_map=mapping)
+    images = ctx.images("test", entry)
+    mapped = mapping[images.labels]
+    keep = torch.nonzero(mapped >= 0).flatten().numpy()
+    view = images.subset(keep)
+    return dataclasses.replace(view, labels=mapped[torch.as_tensor(keep)])
+
+
+def training_warnings(result: dict, val_labels: torch.Tensor) -> list:
+    """Runs a reader should not trust silently: ending at chance, or below the run's own first epoch."""
+    out = []
+    curve = result["val_curve"]
+    chance = 100.0 * torch.bincount(val_labels).max().item() / len(val_labels)  # majority-class rate
+    if curve and curve[-1] <= chance + 1e-9:
+        out.append(f"chosen run ends at chance (val top1 {curve[-1]:.2f} <= majority-class rate {chance:.2f})")
+    if len(curve) > 1 and curve[-1] < curve[0]:
+        out.append(f"chosen run ends below its own first epoch (val top1 {curve[-1]:.2f} < {curve[0]:.2f})")
+    return out
 
 
 def run_training_cell(ctx, cell, overrides: dict):
@@ -51,13 +54,12 @@ def run_training_cell(ctx, cell, overrides: dict):
     device = opts.device
     src, plan = ctx.source()
     cfg = ctx.loaded.data_config
-    ev, tr = eval_transform(cfg, entry.resolution), train_transform(cfg, entry.resolution, hp["crop_scale_min"])
-    train_off, train_idx = plan["train"]
-    train_idx = train_idx[ctx.train_indices(cell.seed)]
-    train_ds = TransformedSubset(src.splits[train_off].data, train_idx, tr)
-    train_eval = TransformedSubset(src.splits[train_off].data, train_idx, ev)
-    val_ds = TransformedSubset(src.splits[plan["val"][0]].data, plan["val"][1], ev)
-    test_ds = TransformedSubset(src.splits[plan["test"][0]].data, plan["test"][1], ev)
+    positions = ctx.train_indices(cell.seed)
+    train_eval = ctx.images("train").subset(positions)
+    size = train_eval.transform.size
+    train_ds = train_eval.with_transform(TrainTransform(size, cfg["mean"], cfg["std"],
+                                                        scale=(hp["crop_scale_min"], 1.0)))
+    val_ds, test_ds = ctx.images("val"), ctx.images("test")
     num_classes = len(src.classes)
     pristine = ctx.loaded.module
     feature_dim = ctx.features("test")[0].shape[1]
@@ -66,7 +68,7 @@ def run_training_cell(ctx, cell, overrides: dict):
         return ctx.linear_head(cell.seed)
 
     def target_batches():
-        for x, _ in DataLoader(train_eval, batch_size=hp["batch_size"], shuffle=False):
+        for x, _ in train_eval.batches(hp["batch_size"], device):
             yield x
 
     bctx = BuildContext(pristine, feature_dim, num_classes, cell.seed, linear_head, target_batches)
@@ -85,10 +87,16 @@ def run_training_cell(ctx, cell, overrides: dict):
         else:
             while True:
                 try:
+                    seed_everything(derive_seed("combo", cell.seed, key))
                     setup = proto.build(bctx, combo)
                     result = fit(setup, train_ds, val_ds, epochs=combo["epochs"], batch_size=batch_size,
                                  momentum=combo["momentum"], warmup_epochs=combo["warmup_epochs"], device=device,
-                                 seed=cell.seed, num_workers=settings.num_workers, ckpt=ckdir / f"{key}.pt")
+                                 precision=combo["precision"], compile=combo["compile"],
+                                 seed=derive_seed("fit", cell.seed, key), ckpt=ckdir / f"{key}.pt")
+                    break
+                except FloatingPointError as e:  # this sweep point diverged: recorded, never chosen
+                    result = {"val_curve": [], "val_top1": float("-inf"), "images_per_s": None,
+                              "batch_size": batch_size, "images": 0, "diverged": str(e)}
                     break
                 except RuntimeError as e:
                     if not is_oom(e) or batch_size <= 1:
@@ -105,7 +113,7 @@ def run_training_cell(ctx, cell, overrides: dict):
             write_text(progress_path, json.dumps(progress))
             (ckdir / f"{key}.pt").unlink(missing_ok=True)
         point = {"hp": {k: combo[k] for k in combo if k in ("lr", "wd", "lr_backbone", "lr_head")},
-                 "val_top1": result["val_top1"]}
+                 "val_top1": result["val_top1"], **({"diverged": True} if "diverged" in result else {})}
         if point not in sweep:  # DAFT's second stage revisits the first stage's winner
             sweep.append(point)
         return result
@@ -119,16 +127,18 @@ def run_training_cell(ctx, cell, overrides: dict):
         for combo in proto.combos(hp):
             run_combo(combo)
     best = progress["done"][progress["best"]]
+    if best["val_top1"] == float("-inf"):
+        raise CellError(f"training diverged at every sweep point ({best.get('diverged')}); lower the lr")
     setup = proto.build(bctx, best["hp"])
     setup.model.load_state_dict(torch.load(ckdir / "best.pt", map_location="cpu", weights_only=True))
     setup.model.to(device)
     eval_bs = settings.batch_size
-    metrics = evaluate(setup.model, test_ds, eval_bs, device, settings.num_workers)
+    metrics = evaluate(setup.model, test_ds, eval_bs, device)
     metrics["val_top1"] = best["val_top1"]
     for other_name in entry.extra_test:
         other = next(d for d in ctx.dsets.datasets if d.name == other_name)
-        ood = _mapped_test(ctx, other, src.classes, ev)
-        acc = evaluate(setup.model, ood, eval_bs, device, settings.num_workers)
+        ood = _mapped_test(ctx, other, src.classes)
+        acc = evaluate(setup.model, ood, eval_bs, device)
         metrics[f"ood_{other_name}_top1"] = acc["top1"]
         metrics[f"ood_{other_name}_mean_per_class"] = acc["mean_per_class"]
     diag = diagnostics(setup.model, pristine, test_ds, train_eval, eval_bs, device)
@@ -138,8 +148,10 @@ def run_training_cell(ctx, cell, overrides: dict):
              "num_classes": num_classes, "primary": "top1", "higher_is_better": True,
              "training": {"val_curve": best["val_curve"], "sweep": sweep, "batch_size": best["batch_size"],
                           "images_per_s": best["images_per_s"], "notes": best["notes"] + notes,
+                          "precision": best.get("precision"), "compile_s": best.get("compile_s"),
                           **{k: best[k] for k in ("trained_backbone_params", "backbone_params",
                                                   "trained_fraction_backbone", "trained_params_total")}},
-             "diagnostics": diag}
+             "diagnostics": diag, "warnings": training_warnings(best, val_ds.labels),
+             "images_processed": sum(r.get("images", 0) for r in progress["done"].values())}
     shutil.rmtree(ckdir, ignore_errors=True)
     return metrics, chosen, extra
