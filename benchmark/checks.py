@@ -76,7 +76,7 @@ REGEX = Rule(lambda v: isinstance(v, str) and re.compile(v) is not None, "a vali
 
 def optional(rule: Rule, empty: str = "empty") -> Rule:
     """None (the YAML key left empty) or a value the rule accepts."""
-    sep = ", or " if "each" in rule.wants else " or "
+    sep = ", or " if "each" in rule.wants or rule.wants.startswith("one of") else " or "
     return Rule(lambda v: v is None or rule.test(v), f"{rule.wants}{sep}{empty}")
 
 

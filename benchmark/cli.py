@@ -88,7 +88,7 @@ def cmd_validate(args) -> int:
     dsets = load_datasets(args.datasets) if args.datasets else None
     found = problems(zoo, dsets)
     for p in found:
-        print(p, file=sys.stderr)
+        print(f"bench: error: {p}", file=sys.stderr)
     if found:
         return 2
     print(f"ok: {len(zoo.models) if zoo else 0} models, {len(dsets.datasets) if dsets else 0} datasets")
@@ -165,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, its one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.fn(args)
     except ConfigError as e:
