@@ -169,7 +169,8 @@ class DatasetEntry:
 RULES[DatasetEntry] = dict(
     resolution=optional(integer(8), "empty (the model's native size)"),
     val_fraction=number(0, 1, lo_open=True, hi_open=True), split_seed=integer(0),
-    max_train_per_class=optional(integer(1), "empty (no cap)"), max_test_per_class=optional(integer(1), "empty (no cap)"),
+    max_train_per_class=optional(integer(1), "empty (no cap)"),
+    max_test_per_class=optional(integer(1), "empty (no cap)"),
     shots=optional(integer(1), "empty (all training images)"), extra_test=list_of(STRING, min_len=0, unique=True),
     class_map=mapping_of(STRING, STRING))
 

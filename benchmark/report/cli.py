@@ -88,7 +88,8 @@ def report(args) -> int:
             n_bad = cells.status.value_counts()
             corrupt = f" and {n_bad['corrupt']} corrupt" if "corrupt" in n_bad else ""
             raise ConfigError(f"{args.results}: no ok records, {n_bad.get('error', 0)} error record(s){corrupt}; "
-                              f"their messages are in {out / 'missing.csv'} — fix those cells and run 'bench run' again")
+                              f"their messages are in {out / 'missing.csv'} — fix those cells and run 'bench run' "
+                              f"again")
         if target.empty:
             print(to_markdown(summary.pivot_table(index=["dataset", "model"], columns="protocol", values="mean")
                               .reset_index()))
@@ -99,7 +100,8 @@ def report(args) -> int:
     summ = summary_table(corr)
     corr.to_csv(out / "correlations.csv", index=False)
     summ.to_csv(out / "summary.csv", index=False)
-    note = transform_note({p: meta[p] for p in sorted(set(scores.proxy)) if p in meta}, args.target, args.transform)
+    shown = {p: meta[p] for p in sorted(set(scores.proxy)) if p in meta}
+    note = transform_note(shown, args.target, args.transform)
     if note:
         print(note)
     (out / "correlations.md").write_text((note + "\n\n" if note else "")

@@ -33,8 +33,9 @@ COMMON = dict(
 LR = number(0, 10, lo_open=True, why=" (SGD above 10 only diverges; the papers sweep 1e-4…0.1)")
 # Ranges of COMMON's keys; a protocol adds its own with register(..., ranges=). A list value is a sweep and each
 # of its values must pass (checks.swept).
-COMMON_RANGES = dict(epochs=integer(1), batch_size=integer(1), lr=LR, wd=number(0), momentum=number(0, 1, hi_open=True),
-                     warmup_epochs=number(0), head_init_std=number(0), crop_scale_min=number(0, 1, lo_open=True))
+COMMON_RANGES = dict(epochs=integer(1), batch_size=integer(1), lr=LR, wd=number(0),
+                     momentum=number(0, 1, hi_open=True), warmup_epochs=number(0), head_init_std=number(0),
+                     crop_scale_min=number(0, 1, lo_open=True))
 
 
 @dataclass
