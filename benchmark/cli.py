@@ -11,6 +11,40 @@ def _csv(s: str | None):
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
+def _seeds(s: str) -> list[int]:
+    """--seed 0,1,2: non-negative, distinct integers (an argparse type, so a bad value is a usage error)."""
+    try:
+        seeds = [int(x) for x in _csv(s) or []]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants comma-separated integers like 0,1,2, got '{s}'") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"wants distinct non-negative integers like 0,1,2, got '{s}'")
+    return seeds
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end in one `bench: error:` line (exit 2), like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"bench: error: {message} (see '{self.prog} --help')\n")
+
+
+def _check_run_flags(zoo, dsets, opts) -> None:
+    """Names given on the command line are blamed on their flag, not on the YAML file they are looked up in."""
+    from . import protocols as P
+    from .errors import unknown_name
+    for flag, wanted, valid, kind in (("--models", opts.models, [m.name for m in zoo.models], "model"),
+                                      ("--only-datasets", opts.datasets, [d.name for d in dsets.datasets],
+                                       "dataset")):
+        for name in wanted or []:
+            if name not in valid:
+                raise unknown_name(kind, name, valid, flag)
+    for name in opts.protocols or []:
+        P.kind_of(name, "--protocols")
+    if opts.protocols is not None and len(set(opts.protocols)) != len(opts.protocols):
+        raise ConfigError(f"--protocols '{','.join(opts.protocols)}' names a protocol twice; name each once")
+
+
 def _shard(s: str):
     try:
         i, n = (int(x) for x in s.split("/"))
@@ -55,21 +89,29 @@ def run_on_devices(args) -> int:
 
 
 def cmd_run(args) -> int:
-    if getattr(args, "devices", None):
-        return run_on_devices(args)
     from .config import load_datasets, load_zoo
+    from .devices import resolve_device
+    from .paths import writable_dir
     from .runner import RunOptions, run_grid
     from .validate import problems
     zoo, dsets = load_zoo(args.zoo), load_datasets(args.datasets)
     opts = RunOptions(out=args.out, cache_dir=args.cache_dir, device=args.device, force=args.force,
                       models=_csv(args.models), datasets=_csv(args.only_datasets), protocols=_csv(args.protocols),
-                      seeds=[int(s) for s in _csv(args.seed)] if args.seed else None, shard=args.shard)
+                      seeds=args.seed, shard=args.shard)
+    _check_run_flags(zoo, dsets, opts)
     found = problems(zoo, dsets, opts.models, opts.datasets)
     if found:
         raise ConfigError(found[0] + (f" (and {len(found) - 1} more problem(s); run bench validate)"
                                       if len(found) > 1 else ""))
+    opts.device = resolve_device(args.device)
+    writable_dir(opts.out, "--out")
+    if opts.cache_dir:
+        writable_dir(opts.cache_dir, "--cache-dir")
+    if getattr(args, "devices", None):
+        return run_on_devices(args)
     s = run_grid(zoo, dsets, opts)
-    print(f"done: {s.ok} computed, {s.skipped} already done, {len(s.errors)} failed; features: "
+    busy = f", {len(s.busy)} claimed by another run" if s.busy else ""
+    print(f"done: {s.ok} computed, {s.skipped} already done{busy}, {len(s.errors)} failed; features: "
           f"{s.features_computed} extracted, {s.features_cached} from cache; records in {opts.out}")
     for cell, msg in s.errors:
         print(f"  failed: {cell.model} × {cell.dataset} × {cell.protocol} (seed {cell.seed}): {msg}", file=sys.stderr)
@@ -83,7 +125,7 @@ def cmd_validate(args) -> int:
     dsets = load_datasets(args.datasets) if args.datasets else None
     found = problems(zoo, dsets)
     for p in found:
-        print(p, file=sys.stderr)
+        print(f"bench: error: {p}", file=sys.stderr)
     if found:
         return 2
     print(f"ok: {len(zoo.models) if zoo else 0} models, {len(dsets.datasets) if dsets else 0} datasets")
@@ -123,7 +165,7 @@ def cmd_rank(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench", description=__doc__)
+    ap = _Parser(prog="bench", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="compute every (model, dataset, protocol, seed) cell that lacks a valid record")
@@ -134,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--models", help="comma-separated model names")
     r.add_argument("--only-datasets", "--dataset", dest="only_datasets", help="comma-separated dataset names")
     r.add_argument("--protocols", help="comma-separated protocols (default: settings.protocols)")
-    r.add_argument("--seed", help="comma-separated seeds (default: settings.seeds)")
-    r.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    r.add_argument("--seed", type=_seeds, help="comma-separated seeds (default: settings.seeds)")
+    r.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     r.add_argument("--force", action="store_true", help="recompute cells that already have ok records")
     r.add_argument("--shard", type=_shard, default=(0, 1), help="INDEX/COUNT: this worker's share (e.g. SLURM)")
     r.add_argument("--devices", type=_devices, default=None,
@@ -150,28 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list model sources, dataset sources, proxies and protocols")
     ls.set_defaults(fn=cmd_ls)
 
-    from .report.cli import add_report_args
+    from .report.args import add_rank_args, add_report_args
     rep = sub.add_parser("report", help="correlation tables and figures from records (or a published table)")
     add_report_args(rep)
     rep.set_defaults(fn=cmd_report)
 
-    from .report.rank import add_rank_args
     rk = sub.add_parser("rank", help="rank a zoo for a new dataset with the cheap proxies")
     add_rank_args(rk)
     rk.set_defaults(fn=cmd_rank)
     return ap
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, its one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)

@@ -15,9 +15,13 @@ from typing import Any
 
 import yaml
 
+from .checks import (REGEX, STRING, integer, list_of, mapping_of, number, one_of, optional, pair_of,
+                     positive)
 from .errors import ConfigError, unknown_name
 
 LINE = "__line__"
+KEYLINES = "__keylines__"  # {key: line} of a mapping, so a bad value is reported at its own line
+META = (LINE, KEYLINES)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -26,6 +30,7 @@ class _LineLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         mapping = super().construct_mapping(node, deep=deep)
         mapping[LINE] = node.start_mark.line + 1
+        mapping[KEYLINES] = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
         return mapping
 
 
@@ -44,7 +49,7 @@ def load_yaml(path: str | os.PathLike) -> Any:
 
 def strip_lines(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: strip_lines(v) for k, v in obj.items() if k != LINE}
+        return {k: strip_lines(v) for k, v in obj.items() if k not in META}
     if isinstance(obj, list):
         return [strip_lines(v) for v in obj]
     return obj
@@ -55,10 +60,10 @@ def _build(cls, raw: dict, where: str):
         raise ConfigError(f"{where}: expected a mapping of keys for {cls.__name__}, got {type(raw).__name__}")
     known = {f.name for f in fields(cls)}
     for key in raw:
-        if key != LINE and key not in known:
+        if key not in META and key not in known:
             raise unknown_name("key", key, known, where)
     try:
-        return cls(**strip_lines({k: v for k, v in raw.items() if k != LINE}))
+        return cls(**strip_lines({k: v for k, v in raw.items() if k not in META}))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -85,6 +90,21 @@ def _check_type(obj, where: str):
         if ann.startswith("dict") and not isinstance(v, dict):
             raise ConfigError(f"{where}: '{f.name}' must be a mapping, got {v!r}")
 
+
+RULES: dict = {}  # dataclass -> {field: Rule}: every numeric field's range, declared below its dataclass
+
+
+def _check_ranges(obj, raw: dict, path, where: str) -> None:
+    """The first field whose value its rule rejects -> ConfigError at that key's own line."""
+    for key, rule in RULES.get(type(obj), {}).items():
+        problem = rule.problem(getattr(obj, key))
+        if problem:
+            line = (raw.get(KEYLINES) or {}).get(key, raw.get(LINE, "?"))
+            raise ConfigError(f"{path}:{line}: {where}: {key} {problem}")
+
+
+# The names both timm's create_transform and torchvision's InterpolationMode accept.
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 
 MODEL_SOURCES = ("timm", "torchvision", "hub", "checkpoint", "package")
 DATASET_SOURCES = ("torchvision", "folder", "packaged")
@@ -116,6 +136,15 @@ class ModelEntry:
         return next((s, getattr(self, s)) for s in MODEL_SOURCES if getattr(self, s))
 
 
+RULES[ModelEntry] = dict(
+    strip_prefix=list_of(STRING, min_len=0), rename=list_of(pair_of(REGEX, STRING), min_len=0),
+    drop=list_of(REGEX, min_len=0), input_size=optional(integer(8), "empty (the model's native size)"),
+    mean=optional(list_of(number(), length=3), "empty (the model's own)"),
+    std=optional(list_of(positive(), length=3), "empty (the model's own)"),
+    interpolation=optional(one_of(*INTERPOLATIONS), "empty (the model's own)"),
+    crop_pct=optional(number(0, 1, lo_open=True), "empty (the model's own)"))
+
+
 @dataclass
 class DatasetEntry:
     name: str = ""  # unique name used in records, filters and reports
@@ -137,6 +166,15 @@ class DatasetEntry:
         return next((s, getattr(self, s)) for s in DATASET_SOURCES if getattr(self, s))
 
 
+RULES[DatasetEntry] = dict(
+    resolution=optional(integer(8), "empty (the model's native size)"),
+    val_fraction=number(0, 1, lo_open=True, hi_open=True), split_seed=integer(0),
+    max_train_per_class=optional(integer(1), "empty (no cap)"),
+    max_test_per_class=optional(integer(1), "empty (no cap)"),
+    shots=optional(integer(1), "empty (all training images)"), extra_test=list_of(STRING, min_len=0, unique=True),
+    class_map=mapping_of(STRING, STRING))
+
+
 @dataclass
 class Settings:
     protocols: list = field(default_factory=lambda: ["linear", "knn", "nc1", "cdnv", "numerical_rank"])  # cells per (model, dataset)
@@ -144,6 +182,10 @@ class Settings:
     batch_size: int = 128  # feature-extraction and evaluation batch size
     num_workers: int = 0  # DataLoader workers
     target: str = "finetune"  # protocol whose accuracy proxies are correlated against in reports
+
+
+RULES[Settings] = dict(protocols=list_of(STRING, unique=True), seeds=list_of(integer(0), unique=True),
+                       batch_size=integer(1), num_workers=integer(0), target=STRING)
 
 
 def _parse_entries(cls, raw_list, path, section, sources):
@@ -158,6 +200,7 @@ def _parse_entries(cls, raw_list, path, section, sources):
         where = f"{path}:{line}: {section[:-1]} '{label}'"
         entry = _build(cls, raw, where)
         _check_type(entry, where)
+        _check_ranges(entry, raw, path, f"{section[:-1]} '{label}'")
         if not entry.name:
             raise ConfigError(f"{where}: missing 'name'; give every entry a unique name")
         if entry.name in seen:
@@ -183,13 +226,29 @@ class DatasetsConfig:
     datasets: list[DatasetEntry]
     settings: Settings
     protocols: dict  # protocol name -> hyperparameter overrides
+    lines: dict = field(default_factory=dict)  # "protocols.knn.k" -> its YAML line, for error messages
+
+    def where(self, *keys: str, label: str | None = None) -> str:
+        """'file:line: a.b.c' (or the label) at the line of the deepest of these keys the file names."""
+        line = next((self.lines[".".join(keys[:i])] for i in range(len(keys), 0, -1)
+                     if ".".join(keys[:i]) in self.lines), None)
+        return f"{self.path}{f':{line}' if line else ''}: {label or '.'.join(keys)}"
+
+
+def _key_lines(raw, prefix: str, out: dict) -> dict:
+    """Flatten the YAML lines of nested mappings: {'protocols.knn': 12, 'protocols.knn.k': 13, ...}."""
+    if isinstance(raw, dict):
+        for key, line in (raw.get(KEYLINES) or {}).items():
+            out[f"{prefix}.{key}"] = line
+            _key_lines(raw.get(key), f"{prefix}.{key}", out)
+    return out
 
 
 def load_zoo(path) -> ZooConfig:
     raw = load_yaml(path)
     if not isinstance(raw, dict) or "models" not in raw:
         raise ConfigError(f"{path}: expected a top-level 'models:' list")
-    extra = set(raw) - {"models", LINE}
+    extra = set(raw) - {"models", *META}
     if extra:
         raise unknown_name("top-level key", sorted(extra)[0], ["models"], str(path))
     models = _parse_entries(ModelEntry, raw["models"], path, "models", MODEL_SOURCES)
@@ -205,7 +264,7 @@ def load_datasets(path) -> DatasetsConfig:
         raise ConfigError(f"{path}: expected a top-level 'datasets:' list")
     allowed = ["datasets", "settings", "protocols"]
     for key in raw:
-        if key != LINE and key not in allowed:
+        if key not in META and key not in allowed:
             raise unknown_name("top-level key", key, allowed, str(path))
     datasets = _parse_entries(DatasetEntry, raw["datasets"], path, "datasets", DATASET_SOURCES)
     names = {d.name for d in datasets}
@@ -216,10 +275,12 @@ def load_datasets(path) -> DatasetsConfig:
     settings_raw = raw.get("settings") or {}
     settings = _build(Settings, settings_raw, f"{path}:{settings_raw.get(LINE, '?')}: settings")
     _check_type(settings, f"{path}: settings")
+    _check_ranges(settings, settings_raw, path, "settings")
     protocols = strip_lines(raw.get("protocols") or {})
     if not isinstance(protocols, dict):
         raise ConfigError(f"{path}: 'protocols' must map protocol names to hyperparameters")
-    return DatasetsConfig(str(path), datasets, settings, protocols)
+    lines = {**_key_lines(raw.get("protocols"), "protocols", {}), **_key_lines(settings_raw, "settings", {})}
+    return DatasetsConfig(str(path), datasets, settings, protocols, lines)
 
 
 def as_dict(obj) -> dict:

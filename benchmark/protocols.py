@@ -5,7 +5,9 @@ The runner asks this module for a protocol's default and allowed hyperparameters
 from __future__ import annotations
 
 import inspect
+from typing import Callable
 
+from .checks import inferred, swept
 from .errors import ConfigError, unknown_name
 from .proxies import PROXIES
 
@@ -40,7 +42,24 @@ def proxy_hp_names(name: str) -> set[str]:
     return {p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY} - {"val_x", "val_y"}
 
 
-def check_hp(name: str, hp: dict, where: str) -> None:
+def proxy_hp_defaults(name: str) -> dict:
+    sig = inspect.signature(PROXIES.get(name).fn)
+    return {k: sig.parameters[k].default for k in proxy_hp_names(name)}
+
+
+def hp_rules(name: str) -> dict:
+    """hyperparameter -> Rule for a value as the YAML gives it: the declared range (a training protocol's also
+    accepts a sweep list of such values), else a type rule inferred from the default (flags, names)."""
+    if kind_of(name) == "proxy":
+        declared, defaults = PROXIES.get(name).ranges, proxy_hp_defaults(name)
+        return {k: declared.get(k) or inferred(d) for k, d in defaults.items()}
+    proto = training_protocols().get(name)
+    rules = {k: proto.ranges.get(k) or inferred(d) for k, d in proto.defaults.items()}
+    return {k: (swept(r) if r is not None else None) for k, r in rules.items()}
+
+
+def check_hp(name: str, hp: dict, where: str, key_where: Callable[[str], str] | None = None) -> None:
+    """Unknown keys and out-of-range values -> ConfigError; key_where(key) locates one key (file:line)."""
     if kind_of(name, where) == "proxy":
         allowed = proxy_hp_names(name)
     else:
@@ -50,3 +69,13 @@ def check_hp(name: str, hp: dict, where: str) -> None:
     for key in hp:
         if key not in allowed:
             raise unknown_name(f"hyperparameter of '{name}'", key, allowed, where)
+    rules = hp_rules(name)
+    for key, value in hp.items():
+        problem = rules[key].problem(value) if rules.get(key) is not None else None
+        if problem:
+            raise ConfigError(f"{(key_where or (lambda k: where))(key)}: {key} {problem}")
+    staged = getattr(training_protocols().get(name), "staged", ()) if kind_of(name) == "train" else ()
+    lists = [k for k, v in hp.items() if isinstance(v, list) and k not in staged]
+    if staged and lists:
+        raise ConfigError(f"{where}: {name} sweeps {' then '.join(staged)} one after the other; give "
+                          f"{', '.join(lists)} a single value")

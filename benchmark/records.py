@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -49,11 +50,24 @@ def is_done(path: Path, config_hash: str) -> bool:
     return bool(rec) and rec.get("status") == STATUS_OK and rec.get("config_hash") == config_hash
 
 
-def iter_records(root: str | os.PathLike):
-    for path in sorted(Path(root).rglob("*.json")):
+RECORD_KEYS = {"model", "dataset", "protocol", "status"}
+_RECORD_NAME = re.compile(r"^(?P<protocol>.+)__seed(?P<seed>\d+)\.json$")
+
+
+def iter_records(root: str | os.PathLike, corrupt: list | None = None):
+    """(path, record) of every readable record; files in a record's place that are not one (truncated, edited,
+    not JSON) are appended to `corrupt` as (path, {model, dataset, protocol, seed}, reason) when it is given."""
+    root = Path(root)
+    for path in sorted(root.rglob("*.json")):
         rec = read_record(path)
-        if rec and {"model", "dataset", "protocol", "status"} <= set(rec):
+        if isinstance(rec, dict) and RECORD_KEYS <= set(rec):
             yield path, rec
+        elif corrupt is not None:
+            parts, m = path.relative_to(root).parts, _RECORD_NAME.match(path.name)
+            if len(parts) == 3 and m:  # <dataset>/<model>/<protocol>__seed<k>.json, as record_path writes
+                reason = "not valid JSON" if rec is None else f"lacks {sorted(RECORD_KEYS - set(rec or {}))}"
+                corrupt.append((path, {"dataset": parts[0], "model": parts[1], "protocol": m["protocol"],
+                                       "seed": int(m["seed"])}, reason))
 
 
 @functools.lru_cache(maxsize=1)

@@ -133,8 +133,14 @@ class GroupContext:
 
     @property
     def loaded(self):
+        if isinstance(self._loaded, str):  # a load that failed once fails every cell of the group, not retried
+            raise CellError(self._loaded)
         if self._loaded is None:
-            self._loaded = load_model(self.model_entry, self.data_entry.resolution)
+            try:
+                self._loaded = load_model(self.model_entry, self.data_entry.resolution)
+            except Exception as e:  # noqa: BLE001 - remembered as its one-line message, then re-raised
+                self._loaded = _one_line(e)
+                raise
             self.summary.models_loaded += 1
         return self._loaded
 

@@ -62,10 +62,6 @@ def _dataset_problem(d) -> None:
         if value == "fashion_mnist" and d.root == type(d).root and not FASHION_MNIST_DIR.is_dir():
             raise ConfigError(f"dataset '{d.name}': {FASHION_MNIST_DIR} missing; apt-get install "
                               f"dataset-fashion-mnist or set 'root'")
-    if not 0 < d.val_fraction < 1:
-        raise ConfigError(f"dataset '{d.name}': val_fraction must be in (0, 1), got {d.val_fraction}")
-    if d.shots is not None and d.shots < 1:
-        raise ConfigError(f"dataset '{d.name}': shots must be a positive integer")
 
 
 def _collect(entries, wanted, check, path, out: list) -> None:
@@ -84,10 +80,15 @@ def problems(zoo: ZooConfig | None, dsets: DatasetsConfig | None, models=None, d
         _collect(zoo.models, models, _model_problem, zoo.path, out)
     if dsets:
         _collect(dsets.datasets, datasets, _dataset_problem, dsets.path, out)
-        for name in list(dsets.settings.protocols) + list(dsets.protocols):
+        for name in dsets.settings.protocols:
             try:
-                P.kind_of(name, f"{dsets.path}: protocols")
-                P.check_hp(name, dsets.protocols.get(name) or {}, f"{dsets.path}: protocols.{name}")
+                P.kind_of(name, dsets.where("settings", "protocols"))
+            except ConfigError as e:
+                out.append(str(e))
+        for name, hp in dsets.protocols.items():  # ranges are checked here: they need the protocol registries
+            try:
+                P.check_hp(name, hp or {}, dsets.where("protocols", name),
+                           lambda key, name=name: dsets.where("protocols", name, key, label=f"protocols.{name}"))
             except ConfigError as e:
                 out.append(str(e))
         if dsets.settings.target not in P.all_protocol_names():

@@ -138,3 +138,45 @@ def test_report_without_target_says_what_to_do(tmp_path, capsys):
                  "--target", "knn"]) == 2
     assert "no ok records, 1 error record(s)" in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "o" / "missing.csv").status.tolist() == ["error"]
+
+
+def test_table_percent_flag_decides_the_logit_and_the_report_says_so(tmp_path, capsys):
+    """--percent marks metrics in % beyond the recognised names; a lower-is-better one (ECE in %) is transformed
+    before it is oriented, so its Pearson is exactly −Pearson(logit(ece), logit(acc))."""
+    acc = np.array([62.0, 71.5, 80.2, 88.9, 93.4, 75.0])
+    probe = np.array([55.0, 70.0, 78.0, 92.0, 90.0, 69.0])
+    ece = np.array([12.0, 9.5, 7.0, 3.5, 2.0, 8.8])
+    rows = [(m, "d", metric, v) for metric, vals in (("acc", acc), ("probe", probe), ("ece", ece))
+            for m, v in zip("abcdef", vals)]
+    table = tmp_path / "t.csv"
+    pd.DataFrame(rows, columns=["model", "dataset", "metric", "value"]).to_csv(table, index=False)
+    lg = lambda v: np.log(v / 100 / (1 - v / 100))  # noqa: E731
+    base = ["report", "--table", str(table), "--target", "acc", "--bootstrap", "0", "--no-figures",
+            "--transform", "logit", "--lower-is-better", "ece"]
+
+    assert main(base + ["--percent", "probe,ece", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "logit(v/100) before Pearson on the target 'acc' and on ece, probe." in out
+    corr = pd.read_csv(tmp_path / "a" / "correlations.csv").set_index("proxy")
+    assert corr.loc["probe", "pearson"] == pytest.approx(stats.pearsonr(lg(probe), lg(acc)).statistic)
+    assert corr.loc["ece", "pearson"] == pytest.approx(-stats.pearsonr(lg(ece), lg(acc)).statistic)
+    assert corr.loc["ece", "kendall"] == pytest.approx(-stats.kendalltau(ece, acc).statistic)
+    assert corr.logit_score.all() and corr.logit_target.all()
+    assert "on ece, probe" in (tmp_path / "a" / "correlations.md").read_text()
+
+    assert main(base + ["--out", str(tmp_path / "b")]) == 0  # not marked: left alone, and the report says so
+    assert "left as is (not percentages): ece, probe" in capsys.readouterr().out
+    corr = pd.read_csv(tmp_path / "b" / "correlations.csv").set_index("proxy")
+    assert corr.loc["probe", "pearson"] == pytest.approx(stats.pearsonr(probe, lg(acc)).statistic)
+    assert corr.loc["ece", "pearson"] == pytest.approx(-stats.pearsonr(ece, lg(acc)).statistic)
+    assert not corr.logit_score.any() and corr.logit_target.all()
+
+
+def test_percent_refuses_a_metric_that_is_not_a_percentage(tmp_path, capsys):
+    rows = [(m, "d", "acc", 50.0 + i) for i, m in enumerate("abc")] + [(m, "d", "logme", 1.5 - i)
+                                                                          for i, m in enumerate("abc")]
+    table = tmp_path / "t.csv"
+    pd.DataFrame(rows, columns=["model", "dataset", "metric", "value"]).to_csv(table, index=False)
+    assert main(["report", "--table", str(table), "--target", "acc", "--transform", "logit", "--percent", "logme",
+                 "--out", str(tmp_path / "o"), "--no-figures"]) == 2
+    assert "'logme' is treated as a percentage (--percent) but has values outside [0, 100]" in capsys.readouterr().err

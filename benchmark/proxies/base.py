@@ -1,7 +1,7 @@
 """The proxy registry and the input checks every proxy shares. Proxies are pure functions on tensors."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -22,16 +22,18 @@ class Proxy:
     percent: bool  # True when `primary` is an accuracy in %
     hp_keys: tuple  # output keys that are chosen hyperparameters, not scores
     doc: str
+    ranges: dict = field(default_factory=dict)  # hyperparameter -> checks.Rule, checked when the config loads
 
     def __call__(self, train_x, train_y, test_x=None, test_y=None, **hp) -> dict:
         return self.fn(train_x, train_y, test_x, test_y, **hp)
 
 
 def register_proxy(name: str, *, primary: str, higher_is_better: bool, needs_test: bool = True,
-                   percent: bool = False, hp_keys: tuple = ()):
+                   percent: bool = False, hp_keys: tuple = (), ranges: dict | None = None):
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0]
-        PROXIES.register(name)(Proxy(name, fn, primary, higher_is_better, needs_test, percent, hp_keys, doc))
+        PROXIES.register(name)(Proxy(name, fn, primary, higher_is_better, needs_test, percent, hp_keys, doc,
+                                     dict(ranges or {})))
         return fn
     return deco
 

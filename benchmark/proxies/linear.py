@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..checks import integer, list_of, number, optional, positive
 from ..data.splits import stratified_carve
 from .base import accuracies, check_inputs, register_proxy
 
@@ -75,7 +76,10 @@ def raw_head(params, mean, std):
     return (W / std).contiguous(), b - W @ (mean / std)
 
 
-@register_proxy("linear", primary="top1", higher_is_better=True, percent=True, hp_keys=("wd", "n_wd"))
+@register_proxy("linear", primary="top1", higher_is_better=True, percent=True, hp_keys=("wd", "n_wd"),
+                ranges=dict(wds=optional(list_of(positive(), unique=True), "empty (the log sweep)"),
+                            n_wd=integer(1), wd_min=positive(), wd_max=positive(), max_iter=integer(1),
+                            tol=positive(), val_fraction=number(0, 1, lo_open=True, hi_open=True), seed=integer(0)))
 def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None, wds=None, n_wd=45,
            wd_min=1e-6, wd_max=1e5, max_iter=1000, tol=1e-4, standardize=True, val_fraction=0.2, seed=0):
     """Linear probe: logistic regression, L2 chosen on validation over a log sweep, refit on train+val."""

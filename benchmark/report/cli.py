@@ -2,37 +2,25 @@
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import ConfigError
+from .args import add_report_args  # noqa: F401  (kept importable from here)
 from .load import load_records, seed_summary
+from .published import scores_from_table, transform_note
 from .stats import STATISTICS
 from .tables import ProxyMeta, correlation_table, summary_table, to_markdown
 
 SHOWN = ["dataset", "proxy", "n", "kendall", "weighted_tau", "spearman", "pearson", "regret_top1", "best_in_top3"]
 
 
-def add_report_args(ap):
-    ap.add_argument("--results", default="results", help="records directory written by bench run")
-    ap.add_argument("--out", default="reports")
-    ap.add_argument("--target", default="finetune", help="protocol (or table metric) whose accuracy is predicted")
-    ap.add_argument("--proxies", help="comma-separated proxies (default: every other protocol)")
-    ap.add_argument("--transform", choices=["none", "logit"], default="none",
-                    help="logit(v/100) on percentage scores before Pearson (Kornblith et al. 2019)")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    ap.add_argument("--table", help="a published long table (model, dataset, metric, value) instead of records")
-    ap.add_argument("--proxy", help="with --table: comma-separated metrics to correlate with --target")
-    ap.add_argument("--lower-is-better", default="", help="with --table: metrics where lower is better")
-    ap.add_argument("--no-figures", action="store_true")
-
-
 def _proxy_meta(cells: pd.DataFrame) -> dict:
     from ..proxies import PROXIES
     meta = {}
-    for proto, grp in cells.groupby("protocol"):
+    for proto, grp in cells[cells.status == "ok"].groupby("protocol"):
         if proto in PROXIES:
             p = PROXIES.get(proto)
             meta[proto] = ProxyMeta(p.higher_is_better, p.percent)
@@ -42,7 +30,7 @@ def _proxy_meta(cells: pd.DataFrame) -> dict:
 
 
 def missing_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """Every expected (model, dataset, protocol, seed) without an ok record: errors and absent cells."""
+    """Every expected (model, dataset, protocol, seed) without an ok record: error, corrupt and absent cells."""
     if cells.empty:
         return pd.DataFrame(columns=["model", "dataset", "protocol", "seed", "status", "error"])
     grid = pd.MultiIndex.from_product([sorted(cells.model.unique()), sorted(cells.dataset.unique()),
@@ -80,31 +68,11 @@ def _pick(wanted, available, kind):
     return wanted
 
 
-def _scores_from_table(args):
-    path = Path(args.table)
-    if not path.is_file():
-        raise ConfigError(f"{path}: table not found")
-    df = pd.read_csv(path)
-    need = {"model", "dataset", "metric", "value"}
-    if not need <= set(df.columns):
-        raise ConfigError(f"{path}: needs columns {sorted(need)}, has {list(df.columns)}")
-    metrics = sorted(df.metric.unique())
-    if args.target not in metrics:
-        from ..errors import unknown_name
-        raise unknown_name("target metric", args.target, metrics, str(path))
-    proxies = _pick(args.proxy or args.proxies, sorted(set(metrics) - {args.target}), "metric")
-    lower = {m.strip() for m in args.lower_is_better.split(",") if m.strip()}
-    meta = {p: ProxyMeta(p not in lower, p.endswith("acc") or p.endswith("top1")) for p in proxies}
-    target = df[df.metric == args.target][["model", "dataset", "value"]].rename(columns={"value": "target"})
-    scores = df[df.metric.isin(proxies)].rename(columns={"metric": "proxy", "value": "score"})
-    return scores[["model", "dataset", "proxy", "score"]], target, meta
-
-
 def report(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..paths import writable_dir
+    out = writable_dir(args.out, "--out")
     if args.table:
-        scores, target, meta = _scores_from_table(args)
+        scores, target, meta = scores_from_table(args)
         long = cells = summary = None
     else:
         long, cells, summary, scores, target, meta = _scores_from_records(args)
@@ -114,9 +82,14 @@ def report(args) -> int:
         missing = missing_cells(cells)
         missing.to_csv(out / "missing.csv", index=False)
         print(f"wrote {out / 'results.csv'} ({len(tidy)} rows from {len(cells)} records)")
+        for row in cells[cells.status == "corrupt"].itertuples():
+            print(f"bench: warning: {row.error}", file=sys.stderr)
         if summary.empty:
-            raise ConfigError(f"{args.results}: no ok records, {len(cells)} error record(s); their messages are "
-                              f"in {out / 'missing.csv'} — fix those cells and run 'bench run' again")
+            n_bad = cells.status.value_counts()
+            corrupt = f" and {n_bad['corrupt']} corrupt" if "corrupt" in n_bad else ""
+            raise ConfigError(f"{args.results}: no ok records, {n_bad.get('error', 0)} error record(s){corrupt}; "
+                              f"their messages are in {out / 'missing.csv'} — fix those cells and run 'bench run' "
+                              f"again")
         if target.empty:
             print(to_markdown(summary.pivot_table(index=["dataset", "model"], columns="protocol", values="mean")
                               .reset_index()))
@@ -127,14 +100,19 @@ def report(args) -> int:
     summ = summary_table(corr)
     corr.to_csv(out / "correlations.csv", index=False)
     summ.to_csv(out / "summary.csv", index=False)
-    (out / "correlations.md").write_text(to_markdown(corr[[c for c in SHOWN if c in corr]]))
+    shown = {p: meta[p] for p in sorted(set(scores.proxy)) if p in meta}
+    note = transform_note(shown, args.target, args.transform)
+    if note:
+        print(note)
+    (out / "correlations.md").write_text((note + "\n\n" if note else "")
+                                         + to_markdown(corr[[c for c in SHOWN if c in corr]]))
     (out / "summary.md").write_text(to_markdown(summ))
     print(to_markdown(corr[[c for c in SHOWN if c in corr]]))
     print(to_markdown(summ[["proxy", "n_datasets", "kendall_mean", "weighted_tau_mean", "pearson_mean", "wins"]]
                       if not summ.empty else summ))
     figures = [] if args.no_figures else _figures(out, scores, target, corr, meta, summary, args.target)
     if cells is not None:
-        _index(out, cells, corr, summ, figures, args, missing_cells(cells))
+        _index(out, cells, corr, summ, figures, args, missing_cells(cells), note)
     print(f"wrote {out}/correlations.csv, summary.csv and {len(figures)} figure(s)")
     return 0
 
@@ -156,7 +134,7 @@ def _figures(out, scores, target, corr, meta, summary, target_name):
     return figs
 
 
-def _index(out, cells, corr, summ, figures, args, missing):
+def _index(out, cells, corr, summ, figures, args, missing, note=""):
     ok = cells[cells.status == "ok"]
     lines = ["# Transferability report", "",
              f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from `{args.results}` by `bench report`.",
@@ -168,7 +146,9 @@ def _index(out, cells, corr, summ, figures, args, missing):
              f"- versions: bench {', '.join(sorted(ok.bench.dropna().unique()))}; torch "
              f"{', '.join(sorted(ok.torch.dropna().unique()))}; timm {', '.join(sorted(ok.timm.dropna().unique()))};"
              f" devices {', '.join(sorted(ok.device.dropna().unique()))}",
-             f"- cells: {len(ok)} ok, {int((cells.status == 'error').sum())} error", "",
+             f"- cells: {len(ok)} ok, {int((cells.status == 'error').sum())} error, "
+             f"{int((cells.status == 'corrupt').sum())} corrupt (unreadable record files; 'bench run' recomputes them)",
+             *([f"- {note}"] if note else []), "",
              "## Headline: how well each proxy ranks models (mean over datasets)", "",
              "Positive means the proxy agrees with the target; lower-is-better proxies (NC1, CDNV, numerical rank)"
              " are negated first. `wins` counts datasets where the proxy has the highest weighted τ.", ""]

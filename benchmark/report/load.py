@@ -9,9 +9,10 @@ ID = ["model", "dataset", "protocol", "seed"]
 
 
 def load_records(root) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(long table of metrics of ok records, table of every cell with its status and error)."""
-    rows, cells = [], []
-    for path, rec in iter_records(root):
+    """(long table of metrics of ok records, table of every cell with its status — ok, error or corrupt — and
+    error message)."""
+    rows, cells, corrupt = [], [], []
+    for path, rec in iter_records(root, corrupt):
         base = {k: rec.get(k) for k in ID}
         cells.append({**base, "status": rec["status"], "error": rec.get("error", ""),
                       "primary": rec.get("primary", "top1"), "higher_is_better": rec.get("higher_is_better", True),
@@ -25,6 +26,9 @@ def load_records(root) -> tuple[pd.DataFrame, pd.DataFrame]:
         for metric, value in (rec.get("metrics") or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 rows.append({**base, "metric": metric, "value": float(value)})
+    for path, cell, reason in corrupt:  # named as corrupt, never silently "absent"
+        cells.append({**cell, "status": "corrupt", "primary": "top1", "higher_is_better": True, "path": str(path),
+                      "error": f"corrupt record ({reason}): {path}; 'bench run' recomputes it"})
     long = pd.DataFrame(rows, columns=ID + ["metric", "value"])
     cells = pd.DataFrame(cells, columns=ID + ["status", "error", "primary", "higher_is_better", "device", "torch",
                                               "timm", "bench", "wall_time_s", "path"])

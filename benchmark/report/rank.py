@@ -1,24 +1,15 @@
 """`bench rank`: rank a zoo for a new domain with the cheap proxies only, reusing cached features."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import ConfigError
+from .args import add_rank_args  # noqa: F401  (kept importable from here)
 from .load import load_records, seed_summary
 from .tables import to_markdown
-
-
-def add_rank_args(ap):
-    ap.add_argument("--zoo", default="model_zoo.yaml")
-    ap.add_argument("--dataset", required=True, help="a datasets.yaml entry name, or an ImageFolder path")
-    ap.add_argument("--datasets", default=None, help="datasets YAML holding the entry (and its settings)")
-    ap.add_argument("--proxy", default="linear", help="comma-separated proxies; the first one orders the table")
-    ap.add_argument("--resolution", type=int, default=None, help="input resolution for a folder dataset")
-    ap.add_argument("--results", default="results", help="records directory (shared with bench run)")
-    ap.add_argument("--out", default="reports")
-    ap.add_argument("--device", default=None)
 
 
 def _dataset_config(args):
@@ -29,15 +20,28 @@ def _dataset_config(args):
             return cfg, args.dataset
     path = Path(args.dataset).expanduser()
     if path.is_dir():
+        from ..config import RULES
+        problem = RULES[DatasetEntry]["resolution"].problem(args.resolution)
+        if problem:
+            raise ConfigError(f"--resolution {problem}")
         entry = DatasetEntry(name=path.name, folder=str(path), resolution=args.resolution)
+        _check_folder(entry)
         return DatasetsConfig("<bench rank>", [entry], Settings(), {}), entry.name
     raise ConfigError(f"dataset '{args.dataset}' is neither an entry of {args.datasets or '(no --datasets given)'} "
                       f"nor a folder with train/; pass --datasets or an ImageFolder path")
 
 
+def _check_folder(entry) -> None:
+    """Plan the folder's splits up front (listing files only): a folder the proxies cannot use (one class, a class
+    too small for the carves) fails here in one line instead of as one error record per model."""
+    from ..data import load_source, plan_splits
+    plan_splits(entry, load_source(entry))
+
+
 def rank(args) -> int:
-    from ..cli import _cuda
     from ..config import load_zoo
+    from ..devices import resolve_device
+    from ..paths import writable_dir
     from ..proxies import PROXIES
     from ..runner import RunOptions, run_grid
     from ..validate import problems
@@ -49,8 +53,9 @@ def rank(args) -> int:
     found = problems(zoo, dsets, datasets=[name])
     if found:
         raise ConfigError(found[0])
-    opts = RunOptions(out=args.results, device=args.device or ("cuda" if _cuda() else "cpu"), datasets=[name],
-                      protocols=proxies)
+    opts = RunOptions(out=args.results, device=resolve_device(args.device), datasets=[name], protocols=proxies)
+    writable_dir(args.results, "--results")
+    writable_dir(args.out, "--out")
     s = run_grid(zoo, dsets, opts)
     long, _ = load_records(args.results)
     mean = seed_summary(long[long.dataset == name])
@@ -77,6 +82,8 @@ def rank(args) -> int:
           f"{s.skipped} reused):")
     print(to_markdown(table, ".2f"))
     print(f"wrote {path}")
+    for cell, msg in s.errors:
+        print(f"  failed: {cell.model} × {cell.protocol} (seed {cell.seed}): {msg}", file=sys.stderr)
     if s.errors:
-        print(f"{len(s.errors)} cell(s) failed; see the error records under {args.results}")
+        print(f"{len(s.errors)} cell(s) failed; see the error records under {args.results}", file=sys.stderr)
     return 1 if s.errors else 0

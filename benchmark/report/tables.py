@@ -24,11 +24,16 @@ def correlation_table(scores: pd.DataFrame, target: pd.DataFrame, meta: dict, ta
         both = grp.merge(tgt, on=["model", "dataset"]).dropna(subset=["score", "target"]).sort_values("model")
         missing = sorted(set(tgt.model) ^ set(grp.dropna(subset=["score"]).model))
         m = meta.get(proxy, ProxyMeta())
-        oriented = both.score.to_numpy() * (1 if m.higher_is_better else -1)
+        # A lower-is-better percentage (an error rate, ECE in %) is oriented as 100 − v, not −v: the same ranks and
+        # Pearson, and it stays in [0, 100] so that logit(v/100) applies (logit(1 − p) = −logit(p)).
+        raw = both.score.to_numpy()
+        oriented = raw if m.higher_is_better else (100.0 - raw if m.percent else -raw)
         acc = both.target.to_numpy()
         kw = dict(logit_score=transform == "logit" and m.percent, logit_target=transform == "logit")
         row = {"dataset": dataset, "proxy": proxy, "target": target_name, "n": len(both),
-               "orientation": "as is" if m.higher_is_better else "negated (lower is better)",
+               "orientation": "as is" if m.higher_is_better else
+               ("100 − v (lower is better)" if m.percent else "negated (lower is better)"),
+               "logit_score": kw["logit_score"], "logit_target": kw["logit_target"],
                **correlations(oriented, acc, **kw), **bootstrap_ci(oriented, acc, n_boot=n_boot, seed=seed, **kw),
                **selection(oriented, acc), "missing_models": ";".join(missing)}
         if len(both):

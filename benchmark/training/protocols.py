@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..checks import integer, number, one_of, positive
 from ..errors import CellError
 from ..registry import Registry
 from .bn import BN_TYPES, convert_bn, tuned_norm_layers
@@ -31,6 +32,13 @@ COMMON = dict(
     compile=False,  # torch.compile the model; compile time is reported apart from images/s
 )
 
+LR = number(0, 10, lo_open=True, why=" (SGD above 10 only diverges; the papers sweep 1e-4…0.1)")
+# Ranges of COMMON's keys; a protocol adds its own with register(..., ranges=). A list value is a sweep and each
+# of its values must pass (checks.swept).
+COMMON_RANGES = dict(epochs=integer(1), batch_size=integer(1), lr=LR, wd=number(0),
+                     momentum=number(0, 1, hi_open=True), warmup_epochs=number(0), head_init_std=number(0),
+                     crop_scale_min=number(0, 1, lo_open=True))
+
 
 @dataclass
 class BuildContext:
@@ -49,6 +57,7 @@ class TrainProtocol:
     build: Callable[[BuildContext, dict], Setup]
     defaults: dict = field(default_factory=dict)
     staged: tuple = ()  # keys swept one after another (DAFT's two-step sweep) instead of as a grid
+    ranges: dict = field(default_factory=dict)  # hyperparameter -> checks.Rule for one value
 
     def hp_names(self) -> set:
         return set(self.defaults)
@@ -74,10 +83,11 @@ def _as_list(v):
     return v if isinstance(v, list) else [v]
 
 
-def register(name, doc, staged=(), **defaults):
+def register(name, doc, staged=(), ranges=None, **defaults):
     def deco(build):
         merged = {k: v for k, v in {**COMMON, **defaults}.items() if v is not None}  # None: not used here
-        PROTOCOLS.register(name)(TrainProtocol(name, doc, build, merged, staged))
+        rules = {k: r for k, r in {**COMMON_RANGES, **(ranges or {})}.items() if k in merged}
+        PROTOCOLS.register(name)(TrainProtocol(name, doc, build, merged, staged, rules))
         return build
     return deco
 
@@ -113,7 +123,7 @@ def group(name, params, lr, wd):
 
 
 @register("bn_tune", "BN-tuning proxy: linear head + BatchNorm affines (γ, β) trained, those BNs in train mode",
-          lr=0.01, wd=1e-6, bn_layers="all")
+          lr=0.01, wd=1e-6, bn_layers="all", ranges=dict(bn_layers=one_of("all", "paper")))
 def build_bn_tune(ctx, hp):
     backbone = copy.deepcopy(ctx.backbone)
     layers, note = tuned_norm_layers(backbone, hp["bn_layers"])
@@ -154,7 +164,8 @@ def build_lp_ft(ctx, hp):
 
 @register("daft", "DAFT: BN conversion to the target domain, then one-stage LP+FT with zero head and two lrs",
           staged=("lr_backbone", "lr_head"), lr=None, lr_backbone=[0.01, 0.001, 0.0001], lr_head=[10.0, 3.0, 1.0, 0.3, 0.1],
-          lr_head_stage1=1.0, wd=0.0, bn_batches=0)
+          lr_head_stage1=1.0, wd=0.0, bn_batches=0,
+          ranges=dict(lr_backbone=LR, lr_head=positive(), lr_head_stage1=positive(), bn_batches=integer(0)))
 def build_daft(ctx, hp):
     backbone = copy.deepcopy(ctx.backbone)
     batches = ctx.target_batches()
@@ -182,12 +193,12 @@ def _one_block(ctx, hp, skip: bool):
 
 
 @register("layer_ft", "Layer-FT: one middle block + head trained, the rest frozen (neural-collapse guided)",
-          lr=[0.01, 0.001], wd=1e-5, block=0)
+          lr=[0.01, 0.001], wd=1e-5, block=0, ranges=dict(block=integer(0, why=" (0: the default block)")))
 def build_layer_ft(ctx, hp):
     return _one_block(ctx, hp, skip=False)
 
 
 @register("scl_ft", "SCL-FT: Layer-FT plus a skip from the tuned block's pooled output to the penultimate",
-          lr=[0.01, 0.001], wd=1e-5, block=0)
+          lr=[0.01, 0.001], wd=1e-5, block=0, ranges=dict(block=integer(0, why=" (0: the default block)")))
 def build_scl_ft(ctx, hp):
     return _one_block(ctx, hp, skip=True)

@@ -1,0 +1,32 @@
+"""Arguments of `bench report` and `bench rank`. Kept apart from the commands so that building the CLI parser
+imports neither pandas, scipy nor torch (`bench --help` in a fraction of a second)."""
+from __future__ import annotations
+
+
+def add_report_args(ap):
+    ap.add_argument("--results", default="results", help="records directory written by bench run")
+    ap.add_argument("--out", default="reports")
+    ap.add_argument("--target", default="finetune", help="protocol (or table metric) whose accuracy is predicted")
+    ap.add_argument("--proxies", help="comma-separated proxies (default: every other protocol)")
+    ap.add_argument("--transform", choices=["none", "logit"], default="none",
+                    help="logit(v/100) on percentage scores before Pearson (Kornblith et al. 2019)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ap.add_argument("--table", help="a published long table (model, dataset, metric, value) instead of records")
+    ap.add_argument("--proxy", help="with --table: comma-separated metrics to correlate with --target")
+    ap.add_argument("--lower-is-better", default="", help="with --table: metrics where lower is better")
+    ap.add_argument("--percent", default="",
+                    help="with --table: metrics in %% (0-100) that --transform logit transforms, on top of names "
+                         "ending in acc or top1")
+    ap.add_argument("--no-figures", action="store_true")
+
+
+def add_rank_args(ap):
+    ap.add_argument("--zoo", default="model_zoo.yaml")
+    ap.add_argument("--dataset", required=True, help="a datasets.yaml entry name, or an ImageFolder path")
+    ap.add_argument("--datasets", default=None, help="datasets YAML holding the entry (and its settings)")
+    ap.add_argument("--proxy", default="linear", help="comma-separated proxies; the first one orders the table")
+    ap.add_argument("--resolution", type=int, default=None, help="input resolution for a folder dataset")
+    ap.add_argument("--results", default="results", help="records directory (shared with bench run)")
+    ap.add_argument("--out", default="reports")
+    ap.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
