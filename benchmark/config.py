@@ -182,6 +182,7 @@ class Settings:
     batch_size: int = 128  # feature-extraction and evaluation batch size
     num_workers: int = 0  # DataLoader workers
     target: str = "finetune"  # protocol whose accuracy proxies are correlated against in reports
+    deterministic: bool = False  # CUDA: deterministic kernels only (torch.use_deterministic_algorithms); slower
 
 
 RULES[Settings] = dict(protocols=list_of(STRING, unique=True), seeds=list_of(integer(0), unique=True),

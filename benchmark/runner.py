@@ -2,6 +2,7 @@
 and its features extracted at most once; every cell ends in one record, ok or error."""
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -282,6 +283,12 @@ def data_identities(dsets, names, sources) -> dict:
 def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print) -> RunSummary:
     cells = plan_cells(zoo, dsets, opts)
     hps = {p: protocol_hp(dsets, p) for p in {c.protocol for c in cells}}
+    if dsets.settings.deterministic:
+        # CUDA's nondeterministic kernels (atomics in some convolution backward passes, scatter_add, index_add)
+        # are refused instead of used; cuBLAS needs this workspace setting for deterministic matmuls.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
     cache = FeatureCache(opts.cache_dir or Path(opts.out) / ".cache")
     pixels = PixelStore(cache.root / "pixels")
     summary, sources = RunSummary(), {}

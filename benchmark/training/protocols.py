@@ -37,7 +37,7 @@ LR = number(0, 10, lo_open=True, why=" (SGD above 10 only diverges; the papers s
 # of its values must pass (checks.swept).
 COMMON_RANGES = dict(epochs=integer(1), batch_size=integer(1), lr=LR, wd=number(0),
                      momentum=number(0, 1, hi_open=True), warmup_epochs=number(0), head_init_std=number(0),
-                     crop_scale_min=number(0, 1, lo_open=True))
+                     crop_scale_min=number(0, 1, lo_open=True), precision=one_of("auto", "bf16", "fp32"))
 
 
 @dataclass
