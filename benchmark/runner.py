@@ -254,6 +254,8 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
             try:
                 metrics, chosen, extra = run_cell(ctx, c, hps[c.protocol])
                 record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
+                if ctx._loaded is not None:  # loaded in this process (not every cell: features may be cached)
+                    record.update(model_identity=ctx._loaded.identity, model_notes=ctx._loaded.notes)
                 summary.ok += 1
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
                 log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
