@@ -329,3 +329,72 @@ def test_random_twin_is_one_network_and_leaves_the_global_rng(tmp_path):
     assert a.identity["init_seed"] == r.init_seed and c.identity["init_seed"] == 7
     pa, pb, pc = (torch.cat([p.flatten() for p in x.module.parameters()]) for x in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def zoo_rules() -> dict:
+    """Rules of the shipped zoo's checkpoint entries, the commented examples included (uncommented here)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    text = (Path(__file__).parents[1] / "model_zoo.yaml").read_text()
+    body = "\n".join(line.replace("  # ", "  ", 1) if re.match(r"  # (- name:|  \w+:)", line) else line
+                     for line in text.splitlines())
+    return {m["name"]: {k: v for k, v in m.items() if k not in ("name", "checkpoint", "arch", "notes")}
+            for m in yaml.safe_load(body)["models"] if "checkpoint" in m}
+
+
+def test_shipped_zoo_rules_load_the_authors_layouts(tmp_path):
+    rules = zoo_rules()
+    cases = {"mocov2_r50": moco_v2, "mocov3_r50": moco_v3, "swav_r50_run": swav, "barlowtwins_r50_run": barlow_twins,
+             "dino_vits16_run": dino_vit, "mae_vitb16_run": mae_pretrain}
+    assert set(cases) | {"vicreg_r50_run", "dinov2_vits14_run", "mae_vitb16_finetuned"} == set(rules)
+    for name, make in cases.items():
+        obj, _, branch, _ = make()
+        torch.save(obj, tmp_path / f"{name}.pth")
+        arch = {"dino_vits16_run": "test_vit", "mae_vitb16_run": "vit_base_patch16_224"}.get(name, "test_resnet")
+        kw = dict(rules[name], timm_kwargs={**rules[name].get("timm_kwargs", {}), **TINY_VIT}) if "mae" in name \
+            else rules[name]
+        loaded = load_model(ModelEntry(name=name, checkpoint=str(tmp_path / f"{name}.pth"), arch=arch, **kw))
+        assert_branch(loaded.module, branch)
+    with main_function("exclude_bias_and_norm") as fn:
+        obj, _, bb, _ = vicreg(fn)
+        torch.save(obj, tmp_path / "vicreg.pth")
+    assert_branch(load_model(ModelEntry(name="v", checkpoint=str(tmp_path / "vicreg.pth"), arch="test_resnet",
+                                        **rules["vicreg_r50_run"])).module, bb)
+    obj, sd = dinov2_teacher("vit_small_patch14_dinov2")
+    torch.save(obj, tmp_path / "d2.pth")
+    d2 = load_model(ModelEntry(name="d2", checkpoint=str(tmp_path / "d2.pth"), arch="vit_small_patch14_dinov2",
+                               timm_kwargs=TINY_VIT, **rules["dinov2_vits14_run"]), resolution=224)
+    assert_branch(d2.module, {k: v for k, v in sd.items() if k != "mask_token"})
+
+
+def test_validate_warns_when_a_local_checkpoint_would_not_load(tmp_path, capsys):
+    from benchmark.cli import main
+    obj, _, _, _ = moco_v3()
+    torch.save(obj, tmp_path / "r-50.pth.tar")
+    zoo = tmp_path / "zoo.yaml"
+    old = "    strip_prefix: [module.base_encoder.]\n"  # the zoo's rule before keep_prefix existed
+    entry = (f"models:\n  - name: mocov3\n    checkpoint: {tmp_path / 'r-50.pth.tar'}\n    arch: test_resnet\n"
+             f"    state_dict_key: state_dict\n{{rule}}    drop: ['^fc\\.']\n")
+    zoo.write_text(entry.format(rule=old))
+    assert main(["validate", "--zoo", str(zoo)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "mocov3" in err and "r-50.pth.tar would not load into test_resnet" in err
+    assert "unexpected" in err and "module.momentum_encoder" in err
+    zoo.write_text(entry.format(rule="    keep_prefix: [module.base_encoder.]\n"))
+    assert main(["validate", "--zoo", str(zoo)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_random_twin_seed_is_the_same_in_another_process(tmp_path):
+    """The derived seed must not depend on the process (no Python hash()); given the seed, the network is fixed
+    (test above). The child imports only the config module, so it stays fast."""
+    import subprocess
+    from benchmark.config import load_zoo
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text("models:\n  - {name: r, timm: test_resnet, pretrained: false}\n")
+    code = "import sys; from benchmark.config import load_zoo; print(load_zoo(sys.argv[1]).models[0].init_seed)"
+    env = dict(os.environ, PYTHONHASHSEED="7", PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code, str(zoo)], check=True, env=env, capture_output=True, text=True)
+    assert int(out.stdout) == load_zoo(zoo).models[0].init_seed
