@@ -44,11 +44,25 @@ def resnet_sd(seed, fc=None) -> dict:
     return randomised(m.state_dict(), seed)
 
 
-def mlp(*dims, bn=False) -> nn.Sequential:
+def mlp(*dims) -> nn.Sequential:
+    """MoCo v2's projection MLP: Linear, ReLU, Linear."""
     layers = []
     for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b, bias=not bn)] + ([nn.BatchNorm1d(b)] if bn else []) + [nn.ReLU()]
+        layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
+
+
+def moco_v3_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True) -> nn.Sequential:
+    """MoCo v3 `_build_mlp`: bias-free Linear + BN + ReLU, the last BN without affine parameters."""
+    layers = []
+    for i in range(num_layers):
+        d1, d2 = input_dim if i == 0 else mlp_dim, output_dim if i == num_layers - 1 else mlp_dim
+        layers.append(nn.Linear(d1, d2, bias=False))
+        if i < num_layers - 1:
+            layers += [nn.BatchNorm1d(d2), nn.ReLU()]
+        elif last_bn:
+            layers.append(nn.BatchNorm1d(d2, affine=False))
+    return nn.Sequential(*layers)
 
 
 @contextlib.contextmanager
@@ -79,9 +93,8 @@ def moco_v2():
 
 
 def moco_v3():
-    proj = mlp(96, 64, 32, bn=True)
-    b, m = resnet_sd(1, proj), resnet_sd(2, mlp(96, 64, 32, bn=True))
-    pred = randomised(mlp(32, 64, 32, bn=True).state_dict(), 3)
+    b, m = resnet_sd(1, moco_v3_mlp(2, 96, 64, 32)), resnet_sd(2, moco_v3_mlp(2, 96, 64, 32))
+    pred = randomised(moco_v3_mlp(2, 32, 64, 32, last_bn=False).state_dict(), 3)
     sd = {**with_prefix("module.base_encoder.", b), **with_prefix("module.momentum_encoder.", m),
           **with_prefix("module.predictor.", pred)}
     obj = {"epoch": 1000, "arch": "resnet50", "state_dict": sd, "optimizer": optimizer_state(sd),
@@ -104,7 +117,7 @@ def swav():
 
 def barlow_twins():
     bb = {k: v for k, v in resnet_sd(1).items() if not k.startswith("fc.")}  # backbone.fc = Identity
-    proj = randomised(mlp(96, 64, 64, bn=True).state_dict(), 2)
+    proj = randomised(moco_v3_mlp(2, 96, 64, 64, last_bn=False).state_dict(), 2)  # Linear, BN, ReLU, Linear
     bn = randomised(nn.BatchNorm1d(64, affine=False).state_dict(), 3)
     sd = {**with_prefix("module.backbone.", bb), **with_prefix("module.projector.", proj),
           **with_prefix("module.bn.", bn)}
@@ -114,7 +127,8 @@ def barlow_twins():
 
 def vicreg(fn):
     bb = {k: v for k, v in resnet_sd(1).items() if not k.startswith("fc.")}
-    proj = randomised(mlp(96, 64, 64, bn=True).state_dict(), 2)
+    proj = randomised(moco_v3_mlp(2, 96, 64, 64, last_bn=False).state_dict(), 2)
+    proj["0.bias"] = torch.randn(64)  # VICReg's Projector: hidden Linear layers keep their bias
     sd = {**with_prefix("module.backbone.", bb), **with_prefix("module.projector.", proj)}
     opt = optimizer_state(sd, weight_decay_filter=fn, lars_adaptation_filter=fn)
     return {"epoch": 100, "model": sd, "optimizer": opt}, dict(keep_prefix=["module.backbone."]), bb, ""
@@ -123,8 +137,9 @@ def vicreg(fn):
 def dino_vit():
     def vit_and_head(seed):
         vit = randomised(timm.create_model("test_vit", num_classes=0).state_dict(), seed)
-        head = {"mlp.0.weight": torch.randn(64, 64), "mlp.0.bias": torch.randn(64), "last_layer.weight_g":
-                torch.ones(256, 1), "last_layer.weight_v": torch.randn(256, 64)}
+        head = {"mlp.0.weight": torch.randn(64, 64), "mlp.0.bias": torch.randn(64), "mlp.2.weight":
+                torch.randn(64, 64), "mlp.2.bias": torch.randn(64), "last_layer.weight_g": torch.ones(256, 1),
+                "last_layer.weight_v": torch.randn(256, 64)}  # DINOHead(nlayers=2, bottleneck_dim=64)
         return {**with_prefix("backbone.", vit), **with_prefix("head.", head)}, vit
     student, _ = vit_and_head(1)
     teacher, vit = vit_and_head(2)
