@@ -120,7 +120,7 @@ def cmd_run(args) -> int:
 
 def cmd_validate(args) -> int:
     from .config import load_datasets, load_zoo
-    from .validate import problems
+    from .validate import problems, warnings
     zoo = load_zoo(args.zoo) if args.zoo else None
     dsets = load_datasets(args.datasets) if args.datasets else None
     found = problems(zoo, dsets)
@@ -128,6 +128,8 @@ def cmd_validate(args) -> int:
         print(f"bench: error: {p}", file=sys.stderr)
     if found:
         return 2
+    for w in warnings(zoo):  # things that fail a cell, not the config: reported, not fatal
+        print(f"warning: {w}", file=sys.stderr)
     print(f"ok: {len(zoo.models) if zoo else 0} models, {len(dsets.datasets) if dsets else 0} datasets")
     return 0
 

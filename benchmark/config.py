@@ -125,6 +125,10 @@ class ModelEntry:
     strip_prefix: list = field(default_factory=list)  # key prefixes removed in order (module.encoder_q.)
     rename: list = field(default_factory=list)  # [regex, replacement] pairs applied to every key
     drop: list = field(default_factory=list)  # regexes of keys to discard (projection heads, fc)
+    keep_prefix: list = field(default_factory=list)  # only keys under one of these prefixes survive, then stripped
+    timm_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments (global_pool: avg, img_size)
+    trust_pickle: bool = False  # allow a full unpickle (runs code from the file); default loads tensors only
+    init_seed: int | None = None  # seed of a pretrained: false network; empty: derived from the source (stable)
     input_size: int | None = None  # override the model's native input resolution
     mean: list | None = None  # override normalisation mean (3 floats)
     std: list | None = None  # override normalisation std (3 floats)
@@ -256,7 +260,23 @@ def load_zoo(path) -> ZooConfig:
     for m in models:
         if m.checkpoint and not m.arch:
             raise ConfigError(f"{path}: model '{m.name}': 'checkpoint' needs 'arch' (a timm model name)")
+        taken = sorted({"num_classes", "pretrained", "pretrained_cfg_overlay"} & set(m.timm_kwargs))
+        if taken:
+            raise ConfigError(f"{path}: model '{m.name}': timm_kwargs may not set {', '.join(taken)} "
+                              f"(bench sets them); remove them")
+        if m.timm_kwargs and m.source()[0] in ("torchvision", "hub"):
+            raise ConfigError(f"{path}: model '{m.name}': timm_kwargs applies to timm, checkpoint and package "
+                              f"models only; remove it")
+        if not m.pretrained and m.init_seed is None:
+            m.init_seed = derived_init_seed(m)  # so records and feature-cache keys carry the seed
     return ZooConfig(str(path), models)
+
+
+def derived_init_seed(m: ModelEntry) -> int:
+    """A random twin's default seed, from its source and arch only: one network in every dataset, process,
+    shard and resume, and the same network for two entries of the same architecture."""
+    kind, value = m.source()
+    return int(stable_hash({"source": kind, "value": value, "arch": m.arch}, 8), 16) & 0x7FFFFFFF
 
 
 def load_datasets(path) -> DatasetsConfig:

@@ -94,3 +94,19 @@ def problems(zoo: ZooConfig | None, dsets: DatasetsConfig | None, models=None, d
         if dsets.settings.target not in P.all_protocol_names():
             out.append(f"{dsets.path}: settings.target '{dsets.settings.target}' is not a protocol")
     return out
+
+
+def warnings(zoo: ZooConfig | None, models=None) -> list[str]:
+    """Local (or already cached) checkpoint files whose keys would not load into their arch after the entry's
+    rules: a warning, because the cell fails, not the config."""
+    from .models.checkpoint import key_problem
+    out = []
+    for m in zoo.models if zoo else []:
+        if m.checkpoint and (not models or m.name in models):
+            try:
+                problem = key_problem(m)
+            except ConfigError as e:
+                problem = str(e)
+            if problem:
+                out.append(f"{zoo.path}: {problem}")
+    return out

