@@ -341,7 +341,7 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
     try:
         metrics, chosen, extra = run_cell(ctx, c, hp)
         record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
-        if ctx._loaded is not None:  # loaded in this process (not every cell: features may be cached)
+        if ctx._loaded is not None and not isinstance(ctx._loaded, str):  # loaded here (features may be cached)
             record.update(model_identity=ctx._loaded.identity, model_notes=ctx._loaded.notes)
         summary.ok += 1
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
