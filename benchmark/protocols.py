@@ -50,3 +50,6 @@ def check_hp(name: str, hp: dict, where: str) -> None:
     for key in hp:
         if key not in allowed:
             raise unknown_name(f"hyperparameter of '{name}'", key, allowed, where)
+    if "diagnostics" in hp:
+        from .training.transfer import check_names
+        check_names(hp["diagnostics"], f"{where}.diagnostics")

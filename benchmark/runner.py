@@ -81,10 +81,15 @@ def protocol_hp(dsets: DatasetsConfig, protocol: str) -> dict:
     return hp
 
 
+def _identity(model) -> dict:
+    """The entry without `meta` (published numbers for reports): editing them must not invalidate records."""
+    return {k: v for k, v in as_dict(model).items() if k != "meta"}
+
+
 def cell_config(zoo, dsets, cell: Cell) -> dict:
     model = next(m for m in zoo.models if m.name == cell.model)
     data = next(d for d in dsets.datasets if d.name == cell.dataset)
-    cfg = {"model": as_dict(model), "dataset": as_dict(data), "protocol": cell.protocol,
+    cfg = {"model": _identity(model), "dataset": as_dict(data), "protocol": cell.protocol,
            "hp": protocol_hp(dsets, cell.protocol), "seed": cell.seed}
     if P.kind_of(cell.protocol) == "train" and data.extra_test:
         cfg["extra_test"] = [as_dict(d) for d in dsets.datasets if d.name in data.extra_test]
@@ -117,7 +122,7 @@ class GroupContext:
     def feature_key(self, entry, split):
         src, plan = self.source(entry)
         official, idx = plan[split]
-        model_id = as_dict(self.model_entry)
+        model_id = _identity(self.model_entry)
         if self.model_entry.checkpoint and "://" not in self.model_entry.checkpoint:
             p = Path(self.model_entry.checkpoint).expanduser()
             model_id["file"] = [p.stat().st_size, int(p.stat().st_mtime)] if p.exists() else None

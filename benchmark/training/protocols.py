@@ -49,7 +49,7 @@ class TrainProtocol:
     staged: tuple = ()  # keys swept one after another (DAFT's two-step sweep) instead of as a grid
 
     def hp_names(self) -> set:
-        return set(self.defaults)
+        return set(self.defaults) | {"diagnostics"}  # opt-in transfer diagnostics (training/transfer.py)
 
     def combos(self, hp: dict, best_so_far: dict | None = None, stage: int = 0):
         """Grid over list-valued hp; for staged protocols, the values of one key at a time."""
