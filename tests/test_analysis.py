@@ -199,7 +199,7 @@ def test_transfer_diagnostics_in_a_training_cell_and_the_hp_is_checked(tmp_path)
     (tmp_path / "d.yaml").write_text(
         "settings: {protocols: [linear_aug], target: linear_aug, seeds: [0, 1]}\n"
         "protocols:\n  linear_aug: {epochs: 1, batch_size: 32, diagnostics: [cka, criticality, barrier]}\n"
-        "datasets:\n  - {name: textures, packaged: textures, resolution: 32, max_train_per_class: 12, max_test_per_class: 6}\n")
+        "datasets:\n  - {name: textures, packaged: textures, resolution: 16, max_train_per_class: 8, max_test_per_class: 3}\n")
     s = run_grid(load_zoo(tmp_path / "z.yaml"), load_datasets(tmp_path / "d.yaml"), RunOptions(out=str(tmp_path / "r")),
                  log=lambda *_: None)
     assert s.ok == 2, s.errors

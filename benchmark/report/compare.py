@@ -159,7 +159,7 @@ def cd_diagram(fr: dict, path, stat: str = "kendall") -> None:
     sp.critical_difference_diagram(fr["ranks"], fr["nemenyi"], ax=ax, label_props={"fontsize": 10})
     ax.set_title(f"Average rank by per-dataset {stat.replace('_', ' ')} (1 = best) over {fr['n_datasets']} datasets\n"
                  f"bars join proxies Nemenyi cannot separate (α = 0.05, CD = {fr['cd']:.2f}); "
-                 f"Friedman χ² = {fr['statistic']:.2f}, p = {fr['pvalue']:.2g}", fontsize=9)
+                 f"Friedman χ² = {fr['statistic']:.2f}, p = {fr['pvalue']:.2g}", fontsize=9, pad=16)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -177,8 +177,11 @@ def verdict_words(pairs: pd.DataFrame, fr: dict | None, alpha: float = 0.05) -> 
             win, lose = (r.proxy_a, r.proxy_b) if a_wins else (r.proxy_b, r.proxy_a)
             if not a_wins and np.isfinite(r.ci_low):  # the interval of Δ = winner − loser
                 ci = f"[{-r.ci_high:+.2f}, {-r.ci_low:+.2f}]"
+            caveat = (" The bootstrap interval over models still includes 0: consistent across datasets, but "
+                      "within one dataset's model sample the difference is not resolved."
+                      if np.isfinite(r.ci_low) and r.ci_low <= 0 <= r.ci_high else "")
             lines.append(f"- **{win} beats {lose}**: mean Δτ = {abs(r.mean_delta_kendall):.2f} {ci} over "
-                         f"{r.n_datasets} datasets, Wilcoxon p = {r.wilcoxon_p:.3g}.")
+                         f"{r.n_datasets} datasets, Wilcoxon p = {r.wilcoxon_p:.3g}.{caveat}")
         else:
             p = f"p = {r.wilcoxon_p:.2g}" if np.isfinite(r.wilcoxon_p) else "p undefined"
             lines.append(f"- {r.proxy_a} vs {r.proxy_b}: no significant difference (mean Δτ = "

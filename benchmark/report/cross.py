@@ -81,6 +81,9 @@ def cross_heatmaps(cross: pd.DataFrame, path_for, stat: str = "kendall") -> list
     paths = []
     for proxy, grp in cross.groupby("proxy", sort=True):
         table = grp.pivot(index="proxy_dataset", columns="target_dataset", values=stat)
+        # target datasets first in column order (the diagonal stays a diagonal), other sources (imagenet) below
+        rows = [c for c in table.columns if c in table.index] + [r for r in table.index if r not in table.columns]
+        table = table.loc[rows]
         fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3.0, 0.6 * table.shape[0] + 2.0))
         sns.heatmap(table, annot=True, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, center=0, ax=ax,
                     cbar_kws={"label": stat}, annot_kws={"fontsize": 9})

@@ -24,6 +24,7 @@ from ..atomic import torch_save
 from ..errors import CellError, ConfigError, unknown_name
 
 DIAGNOSTICS = ("cka", "criticality", "barrier")
+MAX_IMAGES = 1024  # test images the diagnostics use (the split's first ones, in order): ~0.6 GB at 224 px
 
 
 def check_names(names, where: str = "") -> list:
@@ -151,10 +152,24 @@ def barrier(model_a: nn.Module, state_b: dict, batches, device, points: int = 11
             "top1_barrier": max(line(accs, t) - a for a, t in zip(accs, ts))}
 
 
+def materialise(batches, max_images: int = MAX_IMAGES) -> list:
+    """The first `max_images` test images as tensors, transformed once: criticality and the barrier evaluate the
+    network ~30 times, and re-running the PIL pipeline each time would dominate their cost."""
+    kept, n = [], 0
+    for x, y in batches:
+        take = min(len(y), max_images - n)
+        kept.append((x[:take], y[:take]))
+        n += take
+        if n >= max_images:
+            break
+    return kept
+
+
 def transfer_diagnostics(model, pristine, batches, device, names, weights: Path) -> dict:
     """The cell's hook. `weights`: where this fine-tune's weights are kept (barrier only) so that the cell of another
     seed can interpolate to it; the barrier is computed against the lowest other seed already there."""
-    out = {}
+    batches = materialise(batches)
+    out = {"n_images": sum(len(y) for _, y in batches)}
     if "cka" in names:
         out["cka"] = cka_per_block(pristine, model.backbone, batches, device)
     if "criticality" in names:
