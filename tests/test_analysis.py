@@ -231,3 +231,34 @@ def test_select_simulation_regret_zero_when_the_best_proxys_first_pick_is_best(t
     assert main(["select", "--simulate", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o/select_simulation.csv").exists()
     assert main(["select", "--simulate", "--results", str(tmp_path / "r"), "--budget", "soon"]) == 2
+
+
+def test_select_live_ranks_by_the_best_proxy_and_stops_at_the_budget(tmp_path, monkeypatch, capsys):
+    """The grid is replaced by a fake that writes records with a known cost: this tests the budget accounting,
+    not training (which test_training covers)."""
+    import benchmark.runner as grid
+    _records(tmp_path / "r")
+    (tmp_path / "z.yaml").write_text("models:\n" + "".join(f"  - {{name: {m}, timm: resnet18}}\n" for m in MODELS))
+    (tmp_path / "d.yaml").write_text("datasets:\n  - {name: new, packaged: textures}\n")
+    calls = []
+
+    def fake_grid(zoo, dsets, opts, log=print):
+        for m in opts.models or [x.name for x in zoo.models]:
+            for p in opts.protocols:
+                i = MODELS.index(m)
+                v = {"finetune": 90 - abs(i - 5), "linear": 80 - abs(i - 5)}.get(p, float(i))
+                calls.append((m, p))
+                write_record(tmp_path / "r" / "new" / m / f"{p}__seed0.json",
+                             {"model": m, "dataset": "new", "protocol": p, "seed": 0, "status": "ok",
+                              "primary": "top1", "metrics": {"top1": v},
+                              "cost": {"wall_s": 1.0, "device_s": 600.0 if p == "finetune" else 10.0, "images": 1}})
+    monkeypatch.setattr(grid, "run_grid", fake_grid)
+    assert main(["select", "--zoo", str(tmp_path / "z.yaml"), "--datasets", str(tmp_path / "d.yaml"), "--dataset",
+                 "new", "--budget", "25m", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    # linear (τ = 1 elsewhere) is chosen; it ranks m5 first, then m4/m6; 80 s of proxy + 2 × 600 s fit in 1500 s
+    assert "proxy chosen on the existing records: linear" in text
+    assert [c for c in calls if c[1] == "finetune"] == [("m5", "finetune"), ("m4", "finetune")]  # tie: by name
+    table = pd.read_csv(tmp_path / "o/select_new.csv")
+    assert table.model.iloc[0] == "m5" and len(table) == 2 and table.spent_s.iloc[-1] == pytest.approx(80 + 1200)
+    assert "chosen: m5" in text and "fine-tuning all 8 models would cost ~1.33 h" in text

@@ -86,8 +86,8 @@ def wilcoxon_p(deltas) -> tuple[float, float]:
     return float(r.statistic), float(r.pvalue)
 
 
-def _oriented(scores, target, meta):
-    """model x proxy table of oriented scores per dataset, and the target per dataset."""
+def _oriented(scores, meta):
+    """Scores with lower-is-better proxies negated (positive τ always means agreement)."""
     s = scores.copy()
     sign = s.proxy.map(lambda p: 1.0 if meta.get(p, ProxyMeta()).higher_is_better else -1.0)
     s["score"] = s.score * sign
@@ -96,7 +96,7 @@ def _oriented(scores, target, meta):
 
 def compare_proxies(scores, target, meta, *, n_boot=1000, seed=0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-dataset Δ for every proxy pair, across-dataset summary per pair)."""
-    s = _oriented(scores.dropna(subset=["score"]), target, meta)
+    s = _oriented(scores.dropna(subset=["score"]), meta)
     proxies = sorted(s.proxy.unique())
     per, draws, cache = [], {}, {}
     for dataset, grp in s.groupby("dataset", sort=True):

@@ -82,13 +82,14 @@ def _barrier_plot(g, key, dataset, protocol, path):
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
     for r in g.itertuples():
         b, (c, ls) = r.barrier, style[r.model]
-        label = f"{r.model} (seeds {b['other_seed']}↔{r.seed})" + ("" if r.pretrained else ", random init")
+        label = f"{r.model} (t=0: seed {r.seed}, t=1: seed {b['other_seed']})" + ("" if r.pretrained else
+                                                                                  ", random init")
         for ax, k in zip(axes, ("loss", "top1")):
             ax.plot(np.asarray(b["t"]), b[k], marker="o", ms=4, color=c, ls=ls, lw=1.6, label=label)
     axes[0].set_ylabel("test cross-entropy")
     axes[1].set_ylabel("test top-1 (%)")
     for ax in axes:
-        ax.set_xlabel("t on (1 − t)·θ_seed_a + t·θ_seed_b")
+        ax.set_xlabel("t on the path (1 − t)·θ(t=0 seed) + t·θ(t=1 seed)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="best")
     fig.suptitle(f"Performance barrier between two fine-tunes · {dataset} · {protocol}", fontsize=10)

@@ -105,8 +105,10 @@ def evaluate(model: nn.Module, batches, device) -> tuple[float, float]:
 
 
 def interpolate(sd0: dict, sd1: dict, alpha: float) -> dict:
-    """(1 − α)·sd0 + α·sd1 for floating tensors (BN running statistics included); integer buffers from sd1."""
-    return {k: torch.lerp(sd0[k].to(v.dtype), v, alpha) if torch.is_floating_point(v) else v for k, v in sd1.items()}
+    """(1 − α)·sd0 + α·sd1 for floating tensors (BN running statistics included); integer buffers, and entries
+    sd0 lacks (a layer a protocol added), from sd1."""
+    return {k: torch.lerp(sd0[k].to(v.dtype), v, alpha) if torch.is_floating_point(v) and k in sd0 else v
+            for k, v in sd1.items()}
 
 
 def criticality(finetuned: nn.Module, pretrained_backbone: nn.Module, batches, device, tol: float = 1.0,
@@ -116,7 +118,7 @@ def criticality(finetuned: nn.Module, pretrained_backbone: nn.Module, batches, d
     model = copy.deepcopy(finetuned)
     _, base = evaluate(model, batches, device)
     ft_blocks, pre_blocks = blocks_for(model.backbone), blocks_for(pretrained_backbone)
-    alphas = torch.linspace(0, 1, points).tolist()
+    alphas = [k / (points - 1) for k in range(points)]
     out = []
     for k, (blk, pre) in enumerate(zip(ft_blocks, pre_blocks)):
         sd_f = {n: t.detach().clone() for n, t in blk.state_dict().items()}
@@ -139,7 +141,7 @@ def barrier(model_a: nn.Module, state_b: dict, batches, device, points: int = 11
     joining the end points (loss above it; accuracy below it)."""
     model = copy.deepcopy(model_a)
     sd_a = {k: v.detach().clone() for k, v in model_a.state_dict().items()}
-    ts = torch.linspace(0, 1, points).tolist()
+    ts = [k / (points - 1) for k in range(points)]
     losses, accs = [], []
     for t in ts:
         model.load_state_dict(interpolate(sd_a, {k: v.to(sd_a[k].device) for k, v in state_b.items()}, t))
