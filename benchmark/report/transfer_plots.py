@@ -65,7 +65,7 @@ def _per_block_plot(g, key, dataset, protocol, path):
         ax.plot(range(1, len(y) + 1), y, marker="o", color=c, ls=ls, lw=1.6,
                 label=r.model + ("" if r.pretrained else " (random init)"))
     ax.set_xlabel("block (input → output)")
-    ax.set_ylabel("linear CKA, pre-trained vs fine-tuned" if key == "cka" else "smallest α keeping top-1 (criticality)")
+    ax.set_ylabel("linear CKA, initial vs trained features" if key == "cka" else "smallest α keeping top-1 (criticality)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"{'Feature similarity' if key == 'cka' else 'Module criticality'} per block · {dataset} · {protocol}",
                  fontsize=10)
