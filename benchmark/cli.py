@@ -1,4 +1,4 @@
-"""The `bench` command line: run, report, rank, validate, ls."""
+"""The `bench` command line: run, report, rank, select, validate, ls."""
 from __future__ import annotations
 
 import argparse
@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     rk = sub.add_parser("rank", help="rank a zoo for a new dataset with the cheap proxies")
     add_rank_args(rk)
     rk.set_defaults(fn=cmd_rank)
+
+    from .select import add_select_args, cmd_select
+    sel = sub.add_parser("select", help="budgeted selection: rank by the best proxy, fine-tune the top until the "
+                                        "budget is spent (--simulate: replay on finished records)")
+    add_select_args(sel)
+    sel.set_defaults(fn=cmd_select)
     return ap
 
 

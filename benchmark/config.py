@@ -135,6 +135,7 @@ class ModelEntry:
     interpolation: str | None = None  # override resize interpolation (bilinear, bicubic)
     crop_pct: float | None = None  # override centre-crop fraction used at evaluation
     notes: str = ""  # free text: where the weights come from, licence
+    meta: dict = field(default_factory=dict)  # published numbers as `<dataset>_<metric>: value` (imagenet_top1: 76.1), proxies for `bench report --cross`
 
     def source(self) -> tuple[str, str]:
         return next((s, getattr(self, s)) for s in MODEL_SOURCES if getattr(self, s))

@@ -79,3 +79,6 @@ def check_hp(name: str, hp: dict, where: str, key_where: Callable[[str], str] | 
     if staged and lists:
         raise ConfigError(f"{where}: {name} sweeps {' then '.join(staged)} one after the other; give "
                           f"{', '.join(lists)} a single value")
+    if "diagnostics" in hp:
+        from .training.transfer import check_names
+        check_names(hp["diagnostics"], f"{where}.diagnostics")

@@ -87,8 +87,9 @@ def protocol_hp(dsets: DatasetsConfig, protocol: str) -> dict:
 
 
 def model_identity(entry) -> dict:
-    """The zoo entry, plus size and mtime of a local checkpoint file, so a replaced file invalidates caches."""
-    ident = as_dict(entry)
+    """The zoo entry, plus size and mtime of a local checkpoint file, so a replaced file invalidates caches.
+    `meta` (published numbers for reports) is left out: editing them must not invalidate records."""
+    ident = {k: v for k, v in as_dict(entry).items() if k != "meta"}
     if entry.checkpoint and "://" not in entry.checkpoint:
         p = Path(entry.checkpoint).expanduser()
         ident["file"] = [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None

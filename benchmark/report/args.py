@@ -19,6 +19,10 @@ def add_report_args(ap):
                     help="with --table: metrics in %% (0-100) that --transform logit transforms, on top of names "
                          "ending in acc or top1")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--cross", action="store_true",
+                    help="correlate each proxy on dataset A with the target on dataset B (cross_correlations.csv)")
+    ap.add_argument("--zoo", default=None,
+                    help="zoo YAML whose models' `meta:` numbers (imagenet_top1, ...) join --cross as proxies")
 
 
 def add_rank_args(ap):

@@ -111,8 +111,12 @@ def report(args) -> int:
     print(to_markdown(summ[["proxy", "n_datasets", "kendall_mean", "weighted_tau_mean", "pearson_mean", "wins"]]
                       if not summ.empty else summ))
     figures = [] if args.no_figures else _figures(out, scores, target, corr, meta, summary, args.target)
+    from .analysis import run_analyses
+    more, sections = run_analyses(out, args, scores, target, corr, summ, meta,
+                                  results=args.results if cells is not None else None)
+    figures += more
     if cells is not None:
-        _index(out, cells, corr, summ, figures, args, missing_cells(cells), note)
+        _index(out, cells, corr, summ, figures, args, missing_cells(cells), note, sections)
     print(f"wrote {out}/correlations.csv, summary.csv and {len(figures)} figure(s)")
     return 0
 
@@ -134,7 +138,7 @@ def _figures(out, scores, target, corr, meta, summary, target_name):
     return figs
 
 
-def _index(out, cells, corr, summ, figures, args, missing, note=""):
+def _index(out, cells, corr, summ, figures, args, missing, note="", sections=()):
     ok = cells[cells.status == "ok"]
     lines = ["# Transferability report", "",
              f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from `{args.results}` by `bench report`.",
@@ -156,6 +160,7 @@ def _index(out, cells, corr, summ, figures, args, missing, note=""):
             "regret_top1_mean", "wins"]
     lines.append(to_markdown(summ[cols]) if not summ.empty else "_no correlations (target missing?)_\n")
     lines += ["## Per dataset", "", to_markdown(corr[[c for c in SHOWN if c in corr]]) if not corr.empty else "", ""]
+    lines += [*sections]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     lines += ["## Missing cells", ""]
     if missing.empty:

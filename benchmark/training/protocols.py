@@ -60,7 +60,7 @@ class TrainProtocol:
     ranges: dict = field(default_factory=dict)  # hyperparameter -> checks.Rule for one value
 
     def hp_names(self) -> set:
-        return set(self.defaults)
+        return set(self.defaults) | {"diagnostics"}  # opt-in transfer diagnostics (training/transfer.py)
 
     def combos(self, hp: dict, best_so_far: dict | None = None, stage: int = 0):
         """Grid over list-valued hp; for staged protocols, the values of one key at a time."""

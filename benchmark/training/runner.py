@@ -49,7 +49,7 @@ def training_warnings(result: dict, val_labels: torch.Tensor) -> list:
 
 def run_training_cell(ctx, cell, overrides: dict):
     proto = PROTOCOLS.get(cell.protocol)
-    hp = {**proto.defaults, **overrides}
+    hp = {**proto.defaults, **{k: v for k, v in overrides.items() if k != "diagnostics"}}  # a list, not a sweep
     opts, settings, entry = ctx.opts, ctx.dsets.settings, ctx.data_entry
     device = opts.device
     src, plan = ctx.source()
@@ -142,6 +142,10 @@ def run_training_cell(ctx, cell, overrides: dict):
         metrics[f"ood_{other_name}_top1"] = acc["top1"]
         metrics[f"ood_{other_name}_mean_per_class"] = acc["mean_per_class"]
     diag = diagnostics(setup.model, pristine, test_ds, train_eval, eval_bs, device)
+    if overrides.get("diagnostics"):  # Neyshabur et al.'s transfer diagnostics, opt-in for their cost
+        from .transfer import transfer_diagnostics
+        diag["transfer"] = transfer_diagnostics(setup.model, pristine, DataLoader(test_ds, batch_size=eval_bs), device,
+                                                overrides["diagnostics"], ckdir.with_suffix(".final.pt"))
     chosen = {k: best["hp"][k] for k in ("lr", "wd", "lr_backbone", "lr_head", "epochs", "bn_layers", "block")
               if k in best["hp"]}
     extra = {"n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, "feature_dim": feature_dim,
