@@ -147,7 +147,8 @@ RULES[ModelEntry] = dict(
     mean=optional(list_of(number(), length=3), "empty (the model's own)"),
     std=optional(list_of(positive(), length=3), "empty (the model's own)"),
     interpolation=optional(one_of(*INTERPOLATIONS), "empty (the model's own)"),
-    crop_pct=optional(number(0, 1, lo_open=True), "empty (the model's own)"))
+    crop_pct=optional(number(0, 1, lo_open=True), "empty (the model's own)"),
+    keep_prefix=list_of(STRING, min_len=0), init_seed=optional(integer(0), "empty (derived from the source)"))
 
 
 @dataclass

@@ -32,7 +32,8 @@ def run_live(args, summ, cost, meta, out) -> int:
         raise ConfigError(f"{args.results}: no proxy has records on a dataset with '{args.target}' records; run "
                           f"'bench run' with proxies and the target on some datasets first")
     print(f"proxy chosen on the existing records: {proxy} (mean Kendall τ {ranking[proxy]:.2f} over other datasets)")
-    device = args.device or ("cuda" if _cuda() else "cpu")
+    from .devices import resolve_device
+    device = resolve_device(args.device)
     seed = int(dsets.settings.seeds[0])
     log = lambda *_: None  # noqa: E731 - the grid's per-cell lines; the summary below is what matters here
     run_grid(zoo, dsets, RunOptions(out=args.results, device=device, datasets=[name], protocols=[proxy],
@@ -71,7 +72,3 @@ def run_live(args, summ, cost, meta, out) -> int:
         print(f"chosen: {best.model} ({args.target} top-1 {best[f'{args.target}.top1']:.2f})")
     return 0
 
-
-def _cuda() -> bool:
-    from .cli import _cuda as cuda
-    return cuda()

@@ -75,9 +75,9 @@ def test_reproduces_published_tllib_correlations(tmp_path):
         assert got == pytest.approx(r.reported, abs=0.005), (r.dataset, r.method, r.statistic)
 
 
-def _record(root, model, dataset, protocol, metrics, status="ok", primary="top1", hib=True, seed=0):
+def _record(root, model, dataset, protocol, metrics, status="ok", primary="top1", hib=True, seed=0, warnings=()):
     rec = {"model": model, "dataset": dataset, "protocol": protocol, "seed": seed, "status": status,
-           "primary": primary, "higher_is_better": hib, "config_hash": "x",
+           "primary": primary, "higher_is_better": hib, "config_hash": "x", "warnings": list(warnings),
            "provenance": {"torch": "t", "timm": "m", "bench_version": "0", "device": "cpu"}}
     if status == "ok":
         rec["metrics"] = metrics
@@ -94,7 +94,9 @@ def test_report_end_to_end_on_hand_made_records_with_an_error_cell(tmp_path):
         for i, m in enumerate(models):
             ft = 60 + 3 * i + rng.normal()
             for seed in (0, 1):
-                _record(res, m, d, "finetune", {"top1": ft + seed}, seed=seed)
+                flag = ["chosen run ends at chance (val top1 10.00 <= majority-class rate 10.00)"] \
+                    if (d, m, seed) == ("beta", "model_05", 1) else []
+                _record(res, m, d, "finetune", {"top1": ft + seed}, seed=seed, warnings=flag)
                 _record(res, m, d, "linear", {"top1": ft - 10 + rng.normal() * 3}, seed=seed)
                 _record(res, m, d, "bn_tune", {"top1": ft - 5 + rng.normal()}, seed=seed)
                 _record(res, m, d, "nc1", {"nc1": 1.0 / (i + 1)}, primary="nc1", hib=False, seed=seed)
@@ -113,6 +115,8 @@ def test_report_end_to_end_on_hand_made_records_with_an_error_cell(tmp_path):
     assert {"seed_mean", "seed_std", "n_seeds"} <= set(results.columns) and (results.n_seeds <= 2).all()
     index = (out / "README.md").read_text()
     assert "model_03" in index and "out of memory" in index and "![scatter_grid.png]" in index
+    warned = index.split("## Warnings")[1].split("## Missing")[0]  # training warnings are shown, per cell
+    assert "model_05" in warned and "ends at chance" in warned and "model_04" not in warned
     for f in ("scatter_grid.png", "rank_chart.png", "linear_vs_bn_tune.png", "heatmap_kendall.png",
               "heatmap_weighted_tau.png", "heatmap_spearman.png", "heatmap_pearson.png"):
         assert (out / f).stat().st_size > 10_000

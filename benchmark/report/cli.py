@@ -162,6 +162,12 @@ def _index(out, cells, corr, summ, figures, args, missing, note="", sections=())
     lines += ["## Per dataset", "", to_markdown(corr[[c for c in SHOWN if c in corr]]) if not corr.empty else "", ""]
     lines += [*sections]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    warned = ok[ok.warnings.fillna("") != ""] if "warnings" in ok else ok.iloc[:0]
+    if not warned.empty:  # training that ended at chance or below its first epoch: counted, but flagged
+        lines += ["## Warnings", "", "These cells are ok records whose training a reader should not trust blindly:",
+                  "", to_markdown(warned[["model", "dataset", "protocol", "seed", "warnings"]]), ""]
+        print(f"warning: {len(warned)} trained cell(s) carry warnings (chance-level or declining runs); "
+              f"see the index's Warnings section")
     lines += ["## Missing cells", ""]
     if missing.empty:
         lines.append("None: every model × dataset × protocol × seed has an ok record.")

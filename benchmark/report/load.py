@@ -20,7 +20,8 @@ def load_records(root) -> tuple[pd.DataFrame, pd.DataFrame]:
                       "torch": (rec.get("provenance") or {}).get("torch"),
                       "timm": (rec.get("provenance") or {}).get("timm"),
                       "bench": (rec.get("provenance") or {}).get("bench_version"),
-                      "wall_time_s": (rec.get("provenance") or {}).get("wall_time_s"), "path": str(path)})
+                      "wall_time_s": (rec.get("provenance") or {}).get("wall_time_s"), "path": str(path),
+                      "warnings": "; ".join(rec.get("warnings") or [])})
         if rec["status"] != "ok":
             continue
         for metric, value in (rec.get("metrics") or {}).items():
@@ -31,7 +32,7 @@ def load_records(root) -> tuple[pd.DataFrame, pd.DataFrame]:
                       "error": f"corrupt record ({reason}): {path}; 'bench run' recomputes it"})
     long = pd.DataFrame(rows, columns=ID + ["metric", "value"])
     cells = pd.DataFrame(cells, columns=ID + ["status", "error", "primary", "higher_is_better", "device", "torch",
-                                              "timm", "bench", "wall_time_s", "path"])
+                                              "timm", "bench", "wall_time_s", "path", "warnings"])
     return long, cells
 
 

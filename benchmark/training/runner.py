@@ -144,7 +144,7 @@ def run_training_cell(ctx, cell, overrides: dict):
     diag = diagnostics(setup.model, pristine, test_ds, train_eval, eval_bs, device)
     if overrides.get("diagnostics"):  # Neyshabur et al.'s transfer diagnostics, opt-in for their cost
         from .transfer import transfer_diagnostics
-        diag["transfer"] = transfer_diagnostics(setup.model, pristine, DataLoader(test_ds, batch_size=eval_bs), device,
+        diag["transfer"] = transfer_diagnostics(setup.model, pristine, test_ds.batches(eval_bs, device), device,
                                                 overrides["diagnostics"], ckdir.with_suffix(".final.pt"))
     chosen = {k: best["hp"][k] for k in ("lr", "wd", "lr_backbone", "lr_head", "epochs", "bn_layers", "block")
               if k in best["hp"]}

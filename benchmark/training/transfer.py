@@ -156,7 +156,7 @@ def barrier(model_a: nn.Module, state_b: dict, batches, device, points: int = 11
 
 def materialise(batches, max_images: int = MAX_IMAGES) -> list:
     """The first `max_images` test images as tensors, transformed once: criticality and the barrier evaluate the
-    network ~30 times, and re-running the PIL pipeline each time would dominate their cost."""
+    network ~30 times, and re-running the data pipeline each time would dominate their cost."""
     kept, n = [], 0
     for x, y in batches:
         take = min(len(y), max_images - n)
