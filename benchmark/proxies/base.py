@@ -22,22 +22,43 @@ class Proxy:
     percent: bool  # True when `primary` is an accuracy in %
     hp_keys: tuple  # output keys that are chosen hyperparameters, not scores
     doc: str
+    needs_source_probs: bool = False  # takes source_probs=[N, C_s], the source classifier's probabilities
+    combine: Callable | None = None  # pool-relative: list of per-model component dicts -> list of scores
 
     def __call__(self, train_x, train_y, test_x=None, test_y=None, **hp) -> dict:
         return self.fn(train_x, train_y, test_x, test_y, **hp)
 
 
 def register_proxy(name: str, *, primary: str, higher_is_better: bool, needs_test: bool = True,
-                   percent: bool = False, hp_keys: tuple = ()):
+                   percent: bool = False, hp_keys: tuple = (), needs_source_probs: bool = False,
+                   combine: Callable | None = None):
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0]
-        PROXIES.register(name)(Proxy(name, fn, primary, higher_is_better, needs_test, percent, hp_keys, doc))
+        PROXIES.register(name)(Proxy(name, fn, primary, higher_is_better, needs_test, percent, hp_keys, doc,
+                                     needs_source_probs, combine))
         return fn
     return deco
 
 
 def get_proxy(name: str) -> Proxy:
     return PROXIES.get(name)
+
+
+def minmax_combine(weights: dict):
+    """A pool-relative score: Σ_c w_c · (v_c − min_pool v_c)/(max_pool v_c − min_pool v_c) per model.
+
+    A component constant over the pool (one model, or ties) carries no ranking information and counts 0
+    (the authors' scripts divide by zero there)."""
+    def combine(components: list) -> list:
+        import numpy as np
+        total = np.zeros(len(components))
+        for key, w in weights.items():
+            v = np.array([c[key] for c in components], dtype=np.float64)
+            span = v.max() - v.min() if len(v) else 0.0
+            if span > 0:
+                total += w * (v - v.min()) / span
+        return total.tolist()
+    return combine
 
 
 def check_inputs(x: torch.Tensor, y: torch.Tensor, what: str, min_per_class: int = 1) -> None:
