@@ -89,16 +89,20 @@ def autocast(device: torch.device, enabled: bool = True):
 
 @torch.inference_mode()
 def extract(module, dataset, batch_size=128, device="cpu", num_workers=0, amp=True, desc="features",
-            batch_transform=None):
+            batch_transform=None, head=None):
     """Pooled features of every item of `dataset`, in order: eval mode, batched, bf16 + channels_last on CUDA.
-    `batch_transform` (optional) runs on each collated batch, e.g. `batched_eval_transform`."""
+    `batch_transform` (optional) runs on each collated batch, e.g. `batched_eval_transform`.
+    `head` (optional, the source classifier on pooled features): also returns softmax(head(features)) in
+    float32, computed outside autocast, as a third element."""
     device = torch.device(device)
     module = module.eval().to(device)
     cuda = device.type == "cuda"
     if cuda:
         module = module.to(memory_format=torch.channels_last)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=cuda)
-    feats, labels = [], []
+    feats, labels, probs = [], [], []
+    if head is not None:
+        head = head.eval().to(device).float()
     with autocast(device, amp):
         for x, y in tqdm(loader, desc=desc, leave=False, disable=None):
             x = x.to(device, non_blocking=True)
@@ -106,8 +110,14 @@ def extract(module, dataset, batch_size=128, device="cpu", num_workers=0, amp=Tr
                 x = batch_transform(x)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            feats.append(module(x).float().cpu())
+            f = module(x).float()
+            feats.append(f.cpu())
             labels.append(y)
+            if head is not None:
+                with torch.autocast(device.type, enabled=False):
+                    probs.append(torch.softmax(head(f), dim=1).cpu())
+    if head is not None:
+        return torch.cat(feats), torch.cat(labels), torch.cat(probs)
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -133,9 +143,26 @@ class FeatureCache:
         self.hits += 1
         return blob["features"], blob["labels"]
 
-    def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def source_probs(self, key: dict):
+        """(True, probs or None) when the file records the source classifier's output (None: the model has
+        none); (False, None) for files written before probabilities were stored, or no file."""
+        path = self.path(key)
+        if not path.exists():
+            return False, None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return False, None
+        return ("source_probs" in blob), blob.get("source_probs")
+
+    def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor, source_probs=False) -> None:
+        """`source_probs`: the source classifier's probabilities, None when the model has no classifier, or
+        False (not known: nothing recorded)."""
         if not torch.isfinite(features).all():
             raise CellError(f"features for {key.get('model_name')} on {key.get('dataset_name')}/{key.get('split')} "
                             f"contain NaN/inf; check the model's normalisation or weights")
-        torch_save({"features": features, "labels": labels, "key": key}, self.path(key))
+        blob = {"features": features, "labels": labels, "key": key}
+        if source_probs is not False:
+            blob["source_probs"] = source_probs
+        torch_save(blob, self.path(key))
         self.computed += 1

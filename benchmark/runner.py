@@ -14,13 +14,13 @@ from . import protocols as P
 from .atomic import torch_save
 from .config import DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
-from .errors import CellError, ConfigError
+from .errors import CellError, ConfigError, NotApplicable
 from .data.sources import ArrayImages
 from .features import (ArrayBatches, FeatureCache, TransformedSubset, batched_eval_transform, eval_transform, extract,
                        indices_digest)
 from .models import load_model
 from .proxies import get_proxy
-from .records import STATUS_ERROR, STATUS_OK, is_done, provenance, record_path, write_record
+from .records import STATUS_ERROR, STATUS_NA, STATUS_OK, is_done, provenance, record_path, write_record
 
 
 @dataclass
@@ -49,6 +49,7 @@ class RunSummary:
     ok: int = 0
     skipped: int = 0
     errors: list = field(default_factory=list)
+    not_applicable: int = 0  # cells recorded as not applicable (e.g. LEEP on a model without classifier)
     features_computed: int = 0
     features_cached: int = 0
     models_loaded: int = 0
@@ -140,6 +141,11 @@ class GroupContext:
         if hit is not None:
             self.summary.features_cached += 1
             return hit
+        feats, labels, _ = self._extract(entry, split, key)
+        return feats, labels
+
+    def _extract(self, entry, split, key):
+        """One forward pass over a split; caches features, labels and the source classifier's probabilities."""
         src, plan = self.source(entry)
         official, idx = plan[split]
         data = src.splits[official].data
@@ -149,12 +155,25 @@ class GroupContext:
         else:
             ds = TransformedSubset(data, idx, eval_transform(self.loaded.data_config, entry.resolution))
             batch_tf = None
-        feats, labels = extract(self.loaded.module, ds, self.dsets.settings.batch_size, self.opts.device,
-                                self.dsets.settings.num_workers, batch_transform=batch_tf,
-                                desc=f"{self.model_entry.name}/{entry.name}/{split}")
-        self.cache.save(key, feats, labels)
+        head = self.loaded.source_head
+        out = extract(self.loaded.module, ds, self.dsets.settings.batch_size, self.opts.device,
+                      self.dsets.settings.num_workers, batch_transform=batch_tf, head=head,
+                      desc=f"{self.model_entry.name}/{entry.name}/{split}")
+        feats, labels, probs = out if head is not None else (*out, None)
+        self.cache.save(key, feats, labels, source_probs=probs)
         self.summary.features_computed += 1
-        return feats, labels
+        return feats, labels, probs
+
+    def source_probs(self, split):
+        """The source classifier's probabilities on a split (stored beside its features), or NotApplicable."""
+        key = self.feature_key(self.data_entry, split)
+        known, probs = self.cache.source_probs(key)
+        if not known:  # features cached before probabilities were stored: one more pass if there is a head
+            probs = self._extract(self.data_entry, split, key)[2] if self.loaded.source_head is not None else None
+        if probs is None:
+            raise NotApplicable(f"model '{self.model_entry.name}' has no source classifier (no class "
+                                f"probabilities to estimate from)")
+        return probs
 
     def head_path(self, seed) -> Path:
         key = {"train": self.feature_key(self.data_entry, "train"), "val": self.feature_key(self.data_entry, "val"),
@@ -198,6 +217,8 @@ def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict,
         sizes.update(val=len(vy), test=len(ey))
     if "seed" in P.proxy_hp_names(cell.protocol):
         kwargs.setdefault("seed", cell.seed)
+    if proxy.needs_source_probs:
+        kwargs["source_probs"] = ctx.source_probs("train")[sel].to(device)
     out = proxy(*args, **kwargs)
     if "head" in out:
         head = tuple(t.cpu() for t in out.pop("head"))
@@ -259,6 +280,10 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
                 log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
             except KeyboardInterrupt:
                 raise
+            except NotApplicable as e:  # a final state of its own, not an error: never retried
+                record.update(status=STATUS_NA, reason=str(e))
+                summary.not_applicable += 1
+                log(f"[n/a]   {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {e}")
             except Exception as e:  # noqa: BLE001 - a failing cell becomes an error record; the grid goes on
                 msg = _one_line(e)
                 record.update(status=STATUS_ERROR, error=msg, traceback=traceback.format_exc(limit=8))

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from .load import load_records, seed_summary
+from .pool import add_pool_scores
 from .stats import STATISTICS
 from .tables import ProxyMeta, correlation_table, summary_table, to_markdown
 
@@ -42,7 +43,8 @@ def _proxy_meta(cells: pd.DataFrame) -> dict:
 
 
 def missing_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """Every expected (model, dataset, protocol, seed) without an ok record: errors and absent cells."""
+    """Every expected (model, dataset, protocol, seed) without an ok record: errors, not applicable (the
+    reason in `error`) and absent cells."""
     if cells.empty:
         return pd.DataFrame(columns=["model", "dataset", "protocol", "seed", "status", "error"])
     grid = pd.MultiIndex.from_product([sorted(cells.model.unique()), sorted(cells.dataset.unique()),
@@ -59,7 +61,7 @@ def _scores_from_records(args):
     long, cells = load_records(args.results)
     if cells.empty:
         raise ConfigError(f"{args.results}: no records found; run 'bench run' first or pass --results")
-    summary = seed_summary(long)
+    summary = add_pool_scores(seed_summary(long))  # NCTI/ETran: combined across each dataset's models
     primary = cells.groupby("protocol").primary.first().to_dict()
     summary = summary[summary.protocol.map(primary) == summary.metric]
     meta = _proxy_meta(cells)
@@ -168,7 +170,8 @@ def _index(out, cells, corr, summ, figures, args, missing):
              f"- versions: bench {', '.join(sorted(ok.bench.dropna().unique()))}; torch "
              f"{', '.join(sorted(ok.torch.dropna().unique()))}; timm {', '.join(sorted(ok.timm.dropna().unique()))};"
              f" devices {', '.join(sorted(ok.device.dropna().unique()))}",
-             f"- cells: {len(ok)} ok, {int((cells.status == 'error').sum())} error", "",
+             f"- cells: {len(ok)} ok, {int((cells.status == 'error').sum())} error, "
+             f"{int((cells.status == 'not_applicable').sum())} not applicable (reasons under Missing cells)", "",
              "## Headline: how well each proxy ranks models (mean over datasets)", "",
              "Positive means the proxy agrees with the target; lower-is-better proxies (NC1, CDNV, numerical rank)"
              " are negated first. `wins` counts datasets where the proxy has the highest weighted τ.", ""]

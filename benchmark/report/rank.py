@@ -7,14 +7,19 @@ import pandas as pd
 
 from ..errors import ConfigError
 from .load import load_records, seed_summary
+from .pool import add_pool_scores
 from .tables import to_markdown
+
+
+# the cheap frozen proxies, then the analytic estimators (train features only; leep/nce need a source classifier)
+DEFAULT_PROXIES = ("linear,knn,logme,hscore,reg_hscore,transrate,leep,nce,nleep,sfda,parc,gbc,ncti,etran")
 
 
 def add_rank_args(ap):
     ap.add_argument("--zoo", default="model_zoo.yaml")
     ap.add_argument("--dataset", required=True, help="a datasets.yaml entry name, or an ImageFolder path")
     ap.add_argument("--datasets", default=None, help="datasets YAML holding the entry (and its settings)")
-    ap.add_argument("--proxy", default="linear", help="comma-separated proxies; the first one orders the table")
+    ap.add_argument("--proxy", default=DEFAULT_PROXIES, help="comma-separated proxies; the first one orders the table")
     ap.add_argument("--resolution", type=int, default=None, help="input resolution for a folder dataset")
     ap.add_argument("--results", default="results", help="records directory (shared with bench run)")
     ap.add_argument("--out", default="reports")
@@ -53,7 +58,7 @@ def rank(args) -> int:
                       protocols=proxies)
     s = run_grid(zoo, dsets, opts)
     long, _ = load_records(args.results)
-    mean = seed_summary(long[long.dataset == name])
+    mean = add_pool_scores(seed_summary(long[long.dataset == name]))
     table = pd.DataFrame({"model": [m.name for m in zoo.models]}).set_index("model")
     for p in proxies:
         meta = PROXIES.get(p)
