@@ -18,7 +18,7 @@ def eep_value(probs: torch.Tensor, y: torch.Tensor, log: bool = True) -> float:
     joint = one_hot(pos, k, p.dtype).T @ p / len(p)  # [K, C_s]
     pz = joint.sum(0, keepdim=True)
     cond = torch.where(pz > 0, joint / pz.clamp_min(torch.finfo(p.dtype).tiny), 0.0)  # P̂(y|z); unused z -> 0
-    eep = (p * cond[pos]).sum(1)  # Σ_z P_i(z) P̂(y_i|z)
+    eep = (p @ cond.T).gather(1, pos[:, None])  # Σ_z P_i(z) P̂(y_i|z), as one [N, C_s] x [C_s, K] product
     return (eep.log() if log else eep).mean().item()
 
 
@@ -45,16 +45,16 @@ def _source_probs(source_probs, n, what):
 @register_proxy("leep", primary="leep", higher_is_better=True, needs_test=False, needs_source_probs=True)
 def leep(train_x, train_y, test_x=None, test_y=None, *, source_probs=None, log: bool = True):
     """LEEP (Nguyen et al. 2020): log expected empirical prediction from the source classifier's probabilities."""
-    check_inputs(train_x, train_y, "leep")
     p = _source_probs(source_probs, len(train_y), "leep")
+    check_inputs(p, train_y, "leep")  # the probabilities are this estimator's data, not the features
     return {"leep": eep_value(p, train_y, log)}
 
 
 @register_proxy("nce", primary="nce", higher_is_better=True, needs_test=False, needs_source_probs=True)
 def nce(train_x, train_y, test_x=None, test_y=None, *, source_probs=None):
     """NCE (Tran et al. 2019): −H(Y|Z) with Z the source classifier's argmax label."""
-    check_inputs(train_x, train_y, "nce")
     p = _source_probs(source_probs, len(train_y), "nce")
+    check_inputs(p, train_y, "nce")
     return {"nce": nce_value(p.argmax(1), train_y)}
 
 
