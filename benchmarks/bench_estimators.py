@@ -38,7 +38,7 @@ def planted(n, d, k, seed, rank=16):
     means = 1.5 * torch.randn(k, d, generator=torch.Generator().manual_seed(1234)) / d ** 0.25
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % k
-    nuisance = torch.randn(n, rank, generator=g) @ torch.randn(rank, d, generator=g) / rank ** 0.5  # shared
+    nuisance = torch.randn(n, rank, generator=g) @ torch.randn(rank, d, generator=g) / rank ** 0.5
     x = means[y] + torch.randn(n, d, generator=g) + nuisance + 0.5
     return x.float(), y
 
@@ -147,7 +147,9 @@ def main():
         total += t_ours
         ours = ours if proxy.combine else ours[proxy.primary]
         if name not in refs:
-            print(f"| {name} | {t_ours:.2f} | n/a (TensorFlow reference not installed) | | {ours:.6g} | | |")
+            why = "not run" if args.no_reference else "n/a (TensorFlow reference not installed)"
+            shown = ", ".join(f"{k}={v:.6g}" for k, v in ours.items()) if isinstance(ours, dict) else f"{ours:.6g}"
+            print(f"| {name} | {t_ours:.2f} | {why} | | {shown} | | |", flush=True)
             continue
         t_ref, ref = timed(lambda: refs[name](xn, yn, pn))
         if isinstance(ref, dict):

@@ -26,9 +26,7 @@ def nce_value(source_labels: torch.Tensor, y: torch.Tensor) -> float:
     """−H(Y|Z) of the empirical joint of hard source labels and target labels."""
     zpos, cs = class_index(source_labels)
     pos, k = class_index(y)
-    joint = torch.zeros(k, cs, dtype=torch.float64, device=y.device)
-    joint.index_put_((pos, zpos), torch.ones(len(y), dtype=torch.float64, device=y.device), accumulate=True)
-    joint /= len(y)
+    joint = torch.bincount(pos * cs + zpos, minlength=k * cs).view(k, cs).to(torch.float64) / len(y)
     cond = joint / joint.sum(0, keepdim=True)  # every kept z has P̂(z) > 0
     return torch.xlogy(joint, cond).sum().item()  # Σ P̂(y,z) log P̂(y|z); empty cells count 0
 
