@@ -33,8 +33,9 @@ def cmd_run(args) -> int:
         raise ConfigError(found[0] + (f" (and {len(found) - 1} more problem(s); run bench validate)"
                                       if len(found) > 1 else ""))
     s = run_grid(zoo, dsets, opts)
-    print(f"done: {s.ok} computed, {s.skipped} already done, {len(s.errors)} failed; features: "
-          f"{s.features_computed} extracted, {s.features_cached} from cache; records in {opts.out}")
+    print(f"done: {s.ok} computed, {s.skipped} already done, {len(s.errors)} failed, "
+          f"{s.not_applicable} not applicable; features: {s.features_computed} extracted, "
+          f"{s.features_cached} from cache; records in {opts.out}")
     for cell, msg in s.errors:
         print(f"  failed: {cell.model} × {cell.dataset} × {cell.protocol} (seed {cell.seed}): {msg}", file=sys.stderr)
     return 1 if s.errors else 0
