@@ -111,8 +111,9 @@ def cmd_run(args) -> int:
         return run_on_devices(args)
     s = run_grid(zoo, dsets, opts)
     busy = f", {len(s.busy)} claimed by another run" if s.busy else ""
-    print(f"done: {s.ok} computed, {s.skipped} already done{busy}, {len(s.errors)} failed; features: "
-          f"{s.features_computed} extracted, {s.features_cached} from cache; records in {opts.out}")
+    print(f"done: {s.ok} computed, {s.skipped} already done{busy}, {len(s.errors)} failed, "
+          f"{s.not_applicable} not applicable; features: {s.features_computed} extracted, "
+          f"{s.features_cached} from cache; records in {opts.out}")
     for cell, msg in s.errors:
         print(f"  failed: {cell.model} × {cell.dataset} × {cell.protocol} (seed {cell.seed}): {msg}", file=sys.stderr)
     return 1 if s.errors else 0

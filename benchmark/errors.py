@@ -12,6 +12,11 @@ class CellError(Exception):
     """A failure inside one (model, dataset, protocol, seed) cell: becomes an error record."""
 
 
+class NotApplicable(CellError):
+    """The cell cannot exist for this model (e.g. LEEP without a source classifier): a `not_applicable`
+    record with the reason, done for good (never retried), listed by the report."""
+
+
 def unknown_name(kind: str, name: str, valid, where: str = "") -> ConfigError:
     valid = sorted(valid)
     close = difflib.get_close_matches(str(name), valid, n=3)

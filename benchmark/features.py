@@ -55,21 +55,31 @@ def channels_last(device: torch.device) -> bool:
 
 
 @torch.inference_mode()
-def extract(module, images, batch_size=128, device="cpu", amp=True, desc="features"):
+def extract(module, images, batch_size=128, device="cpu", amp=True, desc="features", head=None):
     """Pooled features of every image of `images` (a `StoredImages` view), in order: eval mode, batched, on the
-    device; bf16 autocast + channels_last on CUDA. Features stay on the device until the end (no per-batch sync)."""
+    device; bf16 autocast + channels_last on CUDA. Features stay on the device until the end (no per-batch sync).
+    `head` (optional, the source classifier on pooled features): also returns softmax(head(features)) in
+    float32, computed outside autocast, as a third element."""
     device = torch.device(device)
     module = module.eval().to(device)
     nhwc = channels_last(device)
     if nhwc:
         module = module.to(memory_format=torch.channels_last)
-    feats, labels = [], []
+    feats, labels, probs = [], [], []
+    if head is not None:
+        head = head.eval().to(device).float()
     with autocast(device, amp):
         for x, y in tqdm(images.batches(batch_size, device), desc=desc, leave=False, disable=None):
             if nhwc:
                 x = x.contiguous(memory_format=torch.channels_last)
-            feats.append(module(x).float())
+            f = module(x).float()
+            feats.append(f)
             labels.append(y)
+            if head is not None:
+                with torch.autocast(device.type, enabled=False):
+                    probs.append(torch.softmax(head(f), dim=1))
+    if head is not None:
+        return torch.cat(feats).cpu(), torch.cat(labels).cpu(), torch.cat(probs).cpu()
     return torch.cat(feats).cpu(), torch.cat(labels).cpu()
 
 
@@ -96,9 +106,27 @@ class FeatureCache:
         self.hits += 1
         return blob["features"], blob["labels"], blob.get("cost", {})
 
-    def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor, cost: dict | None = None) -> None:
+    def source_probs(self, key: dict):
+        """(True, probs or None) when the file records the source classifier's output (None: the model has
+        none); (False, None) for files written before probabilities were stored, or no file."""
+        path = self.path(key)
+        if not path.exists():
+            return False, None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return False, None
+        return ("source_probs" in blob), blob.get("source_probs")
+
+    def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor, cost: dict | None = None,
+             source_probs=False) -> None:
+        """`source_probs`: the source classifier's probabilities, None when the model has no classifier, or
+        False (not known: nothing recorded). `cost`: {'seconds', 'images'} of the pass that made them."""
         if not torch.isfinite(features).all():
             raise CellError(f"features for {key.get('model_name')} on {key.get('dataset_name')}/{key.get('split')} "
                             f"contain NaN/inf; check the model's normalisation or weights")
-        torch_save({"features": features, "labels": labels, "key": key, "cost": cost or {}}, self.path(key))
+        blob = {"features": features, "labels": labels, "key": key, "cost": cost or {}}
+        if source_probs is not False:
+            blob["source_probs"] = source_probs
+        torch_save(blob, self.path(key))
         self.computed += 1

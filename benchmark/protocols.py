@@ -39,7 +39,8 @@ def kind_of(name: str, where: str = "") -> str:
 
 def proxy_hp_names(name: str) -> set[str]:
     sig = inspect.signature(PROXIES.get(name).fn)
-    return {p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY} - {"val_x", "val_y"}
+    # data the runner passes, not hyperparameters a config may set
+    return {p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY} - {"val_x", "val_y", "source_probs"}
 
 
 def proxy_hp_defaults(name: str) -> dict:

@@ -1,4 +1,4 @@
-"""One JSON record per cell, written atomically; a valid `ok` record with the same config hash is skipped."""
+"""One JSON record per cell, written atomically; a valid `ok` (or `not_applicable`) record with the same config hash is skipped."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -14,6 +14,7 @@ from pathlib import Path
 from .atomic import write_text
 
 STATUS_OK, STATUS_ERROR = "ok", "error"
+STATUS_NA = "not_applicable"  # the cell cannot apply to this model; a final state like ok
 
 
 def record_path(out: str | os.PathLike, model: str, dataset: str, protocol: str, seed: int) -> Path:
@@ -47,7 +48,7 @@ def read_record(path: Path) -> dict | None:
 
 def is_done(path: Path, config_hash: str) -> bool:
     rec = read_record(path)
-    return bool(rec) and rec.get("status") == STATUS_OK and rec.get("config_hash") == config_hash
+    return bool(rec) and rec.get("status") in (STATUS_OK, STATUS_NA) and rec.get("config_hash") == config_hash
 
 
 RECORD_KEYS = {"model", "dataset", "protocol", "status"}

@@ -15,7 +15,7 @@ from . import protocols as P
 from .atomic import torch_save
 from .config import DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
-from .errors import CellError, ConfigError
+from .errors import CellError, ConfigError, NotApplicable
 from .data.augment import EvalTransform
 from .data.loader import StoredImages
 from .data.store import PixelStore, is_array_source, storage_size
@@ -24,7 +24,7 @@ from .locks import CellLock
 from .seeding import cell_seed, seed_everything
 from .models import load_model
 from .proxies import get_proxy
-from .records import STATUS_ERROR, STATUS_OK, is_done, provenance, record_path, write_record
+from .records import STATUS_ERROR, STATUS_NA, STATUS_OK, is_done, provenance, record_path, write_record
 
 
 @dataclass
@@ -53,6 +53,7 @@ class RunSummary:
     ok: int = 0
     skipped: int = 0
     errors: list = field(default_factory=list)
+    not_applicable: int = 0  # cells recorded as not applicable (e.g. LEEP on a model without classifier)
     features_computed: int = 0
     features_cached: int = 0
     models_loaded: int = 0
@@ -189,17 +190,36 @@ class GroupContext:
             self.summary.features_cached += 1
             feats, labels, cost = hit
         else:
-            images = self.images(split, entry)
-            t0 = time.perf_counter()
-            feats, labels = extract(self.loaded.module, images, self.dsets.settings.batch_size, self.opts.device,
-                                    desc=f"{self.model_entry.name}/{entry.name}/{split}")
-            cost = {"seconds": round(time.perf_counter() - t0, 4), "images": len(labels)}
-            self.costs["extracted_s"] += cost["seconds"]
-            self.cache.save(key, feats, labels, cost)
-            self.summary.features_computed += 1
+            feats, labels, _, cost = self._extract(entry, split, key)
         self.costs["features_s"] += cost.get("seconds", 0.0)
         self.costs["features_images"] += cost.get("images", 0)
         return feats, labels
+
+    def _extract(self, entry, split, key):
+        """One forward pass over a split's stored pixels; caches features, labels and the source classifier's
+        probabilities."""
+        images = self.images(split, entry)
+        head = self.loaded.source_head
+        t0 = time.perf_counter()
+        out = extract(self.loaded.module, images, self.dsets.settings.batch_size, self.opts.device, head=head,
+                      desc=f"{self.model_entry.name}/{entry.name}/{split}")
+        feats, labels, probs = out if head is not None else (*out, None)
+        cost = {"seconds": round(time.perf_counter() - t0, 4), "images": len(labels)}
+        self.costs["extracted_s"] += cost["seconds"]
+        self.cache.save(key, feats, labels, cost, source_probs=probs)
+        self.summary.features_computed += 1
+        return feats, labels, probs, cost
+
+    def source_probs(self, split):
+        """The source classifier's probabilities on a split (stored beside its features), or NotApplicable."""
+        key = self.feature_key(self.data_entry, split)
+        known, probs = self.cache.source_probs(key)
+        if not known:  # features cached before probabilities were stored: one more pass if there is a head
+            probs = self._extract(self.data_entry, split, key)[2] if self.loaded.source_head is not None else None
+        if probs is None:
+            raise NotApplicable(f"model '{self.model_entry.name}' has no source classifier (no class "
+                                f"probabilities to estimate from)")
+        return probs
 
     def head_path(self, seed) -> Path:
         key = {"train": self.feature_key(self.data_entry, "train"), "val": self.feature_key(self.data_entry, "val"),
@@ -243,6 +263,8 @@ def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict,
         sizes.update(val=len(vy), test=len(ey))
     if "seed" in P.proxy_hp_names(cell.protocol):
         kwargs.setdefault("seed", cell.seed)
+    if proxy.needs_source_probs:
+        kwargs["source_probs"] = ctx.source_probs("train")[sel].to(device)
     out = proxy(*args, **kwargs)
     if "head" in out:
         head = tuple(t.cpu() for t in out.pop("head"))
@@ -351,6 +373,10 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
             log(f"        warning: {w}")
     except KeyboardInterrupt:
         raise
+    except NotApplicable as e:  # a final state of its own, not an error: never retried
+        record.update(status=STATUS_NA, reason=str(e))
+        summary.not_applicable += 1
+        log(f"[n/a]   {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {e}")
     except Exception as e:  # noqa: BLE001 - a failing cell becomes an error record; the grid goes on
         msg = _one_line(e)
         record.update(status=STATUS_ERROR, error=msg, traceback=traceback.format_exc(limit=8))

@@ -33,6 +33,20 @@ class LoadedModel:
     data_config: dict  # timm-style: input_size, interpolation, mean, std, crop_pct, crop_mode
     identity: dict  # what determines the weights: used in cache keys and records
     notes: list = field(default_factory=list)
+    source_head: nn.Module | None = None  # the source classifier on pooled features (LEEP, NCE), if it has one
+
+
+def take_timm_classifier(module: nn.Module) -> nn.Module | None:
+    """Detach a timm model's trained linear classifier (applied by timm to the pooled, pre-logits features
+    that forward() returns once the classifier is reset) and reset it; None when there is none (SSL tags
+    have num_classes 0; distilled two-head models return a tuple and are left out)."""
+    head = module.get_classifier() if getattr(module, "num_classes", 0) else None
+    if not isinstance(head, nn.Linear):
+        if getattr(module, "num_classes", 0):
+            module.reset_classifier(0)
+        return None
+    module.reset_classifier(0)
+    return head
 
 
 def bench_home() -> Path:
@@ -88,25 +102,34 @@ def timm_source(entry: ModelEntry, resolution: int | None = None) -> LoadedModel
     _check_timm_name(entry.timm, entry.pretrained, entry.name)
     if entry.pretrained:
         _require_timm_weights(entry.timm, entry.name)
-    module = timm.create_model(entry.timm, pretrained=entry.pretrained, num_classes=0,
+    # Pretrained: built with its own classifier (if the tag has one), which becomes the source head.
+    classes = {} if entry.pretrained else {"num_classes": 0}
+    module = timm.create_model(entry.timm, pretrained=entry.pretrained, **classes,
                                **size_kwargs(entry.timm, resolution, entry.timm_kwargs))
+    head = take_timm_classifier(module) if entry.pretrained else None
     return LoadedModel(module, _timm_data_config(module), {"source": "timm", "name": entry.timm,
                                                            "pretrained": entry.pretrained,
                                                            **({"timm_kwargs": entry.timm_kwargs}
-                                                              if entry.timm_kwargs else {})})
+                                                              if entry.timm_kwargs else {})},
+                       source_head=head)
 
 
-def _strip_classifier(module: nn.Module) -> nn.Module:
-    """Non-timm models: replace the final classifier with Identity so forward() gives pooled features."""
+def _split_classifier(module: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """Non-timm models: replace the final classifier with Identity so forward() gives pooled features;
+    returns the removed linear layer too (None if none was found)."""
     for attr in ("fc", "classifier", "head", "heads"):
         sub = getattr(module, attr, None)
         if isinstance(sub, nn.Linear):
             setattr(module, attr, nn.Identity())
-            return module
+            return module, sub
         if isinstance(sub, nn.Sequential) and len(sub) and isinstance(sub[-1], nn.Linear):
-            sub[-1] = nn.Identity()
-            return module
-    return module
+            head, sub[-1] = sub[-1], nn.Identity()
+            return module, head
+    return module, None
+
+
+def _strip_classifier(module: nn.Module) -> nn.Module:
+    return _split_classifier(module)[0]
 
 
 @MODEL_SOURCES.register("torchvision")
@@ -132,9 +155,10 @@ def torchvision_source(entry: ModelEntry, resolution: int | None = None) -> Load
         t = weights.transforms()
         data_config.update(input_size=(3, t.crop_size[0], t.crop_size[0]), mean=tuple(t.mean), std=tuple(t.std),
                            interpolation=t.interpolation.value, crop_pct=t.crop_size[0] / t.resize_size[0])
-    module = _strip_classifier(torchvision.models.get_model(name, weights=weights))
+    module, head = _split_classifier(torchvision.models.get_model(name, weights=weights))
     return LoadedModel(module, data_config, {"source": "torchvision", "name": name,
-                                             "weights": str(weights) if weights else None})
+                                             "weights": str(weights) if weights else None},
+                       source_head=head if weights is not None else None)  # a random head is no source model
 
 
 @MODEL_SOURCES.register("hub")
@@ -208,10 +232,13 @@ def package_source(entry: ModelEntry, resolution: int | None = None) -> LoadedMo
     overlay = dict(file=str(path))
     if not PACKAGED_WEIGHTS[name][2]:
         overlay["num_classes"] = 0  # the file has no classifier: tell timm not to look for one
-    module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
-                               **entry.timm_kwargs)
+    keep = PACKAGED_WEIGHTS[name][2]  # the file's ImageNet classifier becomes the source head
+    module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay,
+                               num_classes=1000 if keep else 0, **entry.timm_kwargs)
+    head = take_timm_classifier(module) if keep else None
     return LoadedModel(module, _timm_data_config(module), {"source": "package", "name": name, "dist": dist,
-                                                           "version": version, "pretrained": True})
+                                                           "version": version, "pretrained": True},
+                       source_head=head)
 
 
 def load_model(entry: ModelEntry, resolution: int | None = None) -> LoadedModel:

@@ -23,17 +23,20 @@ class Proxy:
     hp_keys: tuple  # output keys that are chosen hyperparameters, not scores
     doc: str
     ranges: dict = field(default_factory=dict)  # hyperparameter -> checks.Rule, checked when the config loads
+    needs_source_probs: bool = False  # takes source_probs=[N, C_s], the source classifier's probabilities
+    combine: Callable | None = None  # pool-relative: list of per-model component dicts -> list of scores
 
     def __call__(self, train_x, train_y, test_x=None, test_y=None, **hp) -> dict:
         return self.fn(train_x, train_y, test_x, test_y, **hp)
 
 
 def register_proxy(name: str, *, primary: str, higher_is_better: bool, needs_test: bool = True,
-                   percent: bool = False, hp_keys: tuple = (), ranges: dict | None = None):
+                   percent: bool = False, hp_keys: tuple = (), ranges: dict | None = None,
+                   needs_source_probs: bool = False, combine: Callable | None = None):
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0]
         PROXIES.register(name)(Proxy(name, fn, primary, higher_is_better, needs_test, percent, hp_keys, doc,
-                                     dict(ranges or {})))
+                                     dict(ranges or {}), needs_source_probs, combine))
         return fn
     return deco
 
@@ -42,10 +45,29 @@ def get_proxy(name: str) -> Proxy:
     return PROXIES.get(name)
 
 
+def minmax_combine(weights: dict):
+    """A pool-relative score: Σ_c w_c · (v_c − min_pool v_c)/(max_pool v_c − min_pool v_c) per model.
+
+    A component constant over the pool (one model, or ties) carries no ranking information and counts 0
+    (the authors' scripts divide by zero there)."""
+    def combine(components: list) -> list:
+        import numpy as np
+        total = np.zeros(len(components))
+        for key, w in weights.items():
+            v = np.array([c[key] for c in components], dtype=np.float64)
+            span = v.max() - v.min() if len(v) else 0.0
+            if span > 0:
+                total += w * (v - v.min()) / span
+        return total.tolist()
+    return combine
+
+
 def check_inputs(x: torch.Tensor, y: torch.Tensor, what: str, min_per_class: int = 1) -> None:
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
         raise CellError(f"{what}: expected features [N, D] and labels [N], got {tuple(x.shape)} and {tuple(y.shape)}")
-    if not torch.isfinite(x).all():
+    # One reduction is NaN/inf if any element is (torch.isfinite(x).all() materialises two full-size
+    # temporaries: 250x slower on a busy CPU); only then, or on overflow of the sum, check element-wise.
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).any(1).sum())
         raise CellError(f"{what}: {bad} feature rows contain NaN/inf; the backbone diverged or the input "
                         f"normalisation is wrong for this model")

@@ -25,11 +25,17 @@ def add_report_args(ap):
                     help="zoo YAML whose models' `meta:` numbers (imagenet_top1, ...) join --cross as proxies")
 
 
+# The cheap frozen proxies, then the analytic estimators (train features only; leep/nce need a source classifier).
+# nleep is left out: its Gaussian mixture (5 components per class, full covariances) costs hours at 50k samples.
+DEFAULT_RANK_PROXIES = "linear,knn,logme,hscore,reg_hscore,transrate,leep,nce,sfda,parc,gbc,ncti,etran"
+
+
 def add_rank_args(ap):
     ap.add_argument("--zoo", default="model_zoo.yaml")
     ap.add_argument("--dataset", required=True, help="a datasets.yaml entry name, or an ImageFolder path")
     ap.add_argument("--datasets", default=None, help="datasets YAML holding the entry (and its settings)")
-    ap.add_argument("--proxy", default="linear", help="comma-separated proxies; the first one orders the table")
+    ap.add_argument("--proxy", default=DEFAULT_RANK_PROXIES,
+                    help="comma-separated proxies; the first one orders the table")
     ap.add_argument("--resolution", type=int, default=None, help="input resolution for a folder dataset")
     ap.add_argument("--results", default="results", help="records directory (shared with bench run)")
     ap.add_argument("--out", default="reports")

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from .args import add_report_args  # noqa: F401  (kept importable from here)
 from .load import load_records, seed_summary
 from .published import scores_from_table, transform_note
+from .pool import add_pool_scores
 from .stats import STATISTICS
 from .tables import ProxyMeta, correlation_table, summary_table, to_markdown
 
@@ -30,7 +31,8 @@ def _proxy_meta(cells: pd.DataFrame) -> dict:
 
 
 def missing_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """Every expected (model, dataset, protocol, seed) without an ok record: error, corrupt and absent cells."""
+    """Every expected (model, dataset, protocol, seed) without an ok record: error, corrupt, not applicable (the
+    reason in `error`) and absent cells."""
     if cells.empty:
         return pd.DataFrame(columns=["model", "dataset", "protocol", "seed", "status", "error"])
     grid = pd.MultiIndex.from_product([sorted(cells.model.unique()), sorted(cells.dataset.unique()),
@@ -47,7 +49,7 @@ def _scores_from_records(args):
     long, cells = load_records(args.results)
     if cells.empty:
         raise ConfigError(f"{args.results}: no records found; run 'bench run' first or pass --results")
-    summary = seed_summary(long)
+    summary = add_pool_scores(seed_summary(long))  # NCTI/ETran: combined across each dataset's models
     primary = cells.groupby("protocol").primary.first().to_dict()
     summary = summary[summary.protocol.map(primary) == summary.metric]
     meta = _proxy_meta(cells)
@@ -151,7 +153,8 @@ def _index(out, cells, corr, summ, figures, args, missing, note="", sections=())
              f"{', '.join(sorted(ok.torch.dropna().unique()))}; timm {', '.join(sorted(ok.timm.dropna().unique()))};"
              f" devices {', '.join(sorted(ok.device.dropna().unique()))}",
              f"- cells: {len(ok)} ok, {int((cells.status == 'error').sum())} error, "
-             f"{int((cells.status == 'corrupt').sum())} corrupt (unreadable record files; 'bench run' recomputes them)",
+             f"{int((cells.status == 'corrupt').sum())} corrupt (unreadable record files; 'bench run' recomputes them), "
+             f"{int((cells.status == 'not_applicable').sum())} not applicable (reasons under Missing cells)",
              *([f"- {note}"] if note else []), "",
              "## Headline: how well each proxy ranks models (mean over datasets)", "",
              "Positive means the proxy agrees with the target; lower-is-better proxies (NC1, CDNV, numerical rank)"

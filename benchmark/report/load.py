@@ -14,7 +14,7 @@ def load_records(root) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, cells, corrupt = [], [], []
     for path, rec in iter_records(root, corrupt):
         base = {k: rec.get(k) for k in ID}
-        cells.append({**base, "status": rec["status"], "error": rec.get("error", ""),
+        cells.append({**base, "status": rec["status"], "error": rec.get("error") or rec.get("reason", ""),
                       "primary": rec.get("primary", "top1"), "higher_is_better": rec.get("higher_is_better", True),
                       "device": (rec.get("provenance") or {}).get("device"),
                       "torch": (rec.get("provenance") or {}).get("torch"),

@@ -1,0 +1,105 @@
+"""PARC (Bolya et al. 2021): Spearman correlation (×100) between the representational dissimilarity matrix of
+PCA-32 standardised features and that of the one-hot labels. Higher = more transferable."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import check_inputs, register_proxy
+from .classstats import class_index, float64
+
+EXACT_MAX = 1 << 25  # pairs ranked exactly; above, dissimilarities are binned (see _joint_counts)
+BINS = 1 << 22
+LABEL_RDMS = ("numpy", "exact")
+
+
+def _reduce(x: torch.Tensor, dims: int) -> torch.Tensor:
+    """The reference's feature_reduce + StandardScaler. sklearn's randomized PCA (random_state=1919,
+    iterated_power=1) is kept as is: its components' signs and approximation change PARC's row correlations."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+    f = x.cpu().numpy().astype(np.float64)
+    dims = min(dims, f.shape[0])
+    if dims < f.shape[1]:
+        f = PCA(n_components=dims, svd_solver="randomized", random_state=1919, iterated_power=1).fit_transform(f)
+    return torch.as_tensor(StandardScaler().fit_transform(f), device=x.device)
+
+
+def label_levels(k: int, label_rdm: str) -> np.ndarray:
+    """[K, K] rank level of the label RDM between classes. The label RDM 1 − corrcoef(one-hot) is 0 within a
+    class and 1 + 1/(K−1) across, but np.corrcoef's rounding splits those values into 3-4 distinct floats that
+    depend only on the class pair (checked: the K x K table reproduces the N x N matrix of the reference),
+    and Spearman ranks them apart. `numpy` keeps that split (the reference's value), `exact` the two values."""
+    if label_rdm not in LABEL_RDMS:
+        raise ValueError(f"parc: label_rdm must be one of {LABEL_RDMS}, got '{label_rdm}'")
+    table = 1 - np.corrcoef(np.eye(k)) if label_rdm == "numpy" else 1.0 - np.eye(k)
+    return np.unique(table, return_inverse=True)[1].reshape(k, k)
+
+
+def spearman_from_counts(h: torch.Tensor) -> float:
+    """Spearman ρ from joint counts h[g, l] of ordered tie groups g of one variable and l of the other: ρ is
+    the Pearson correlation of average ranks (scipy's tie rule), and every rank is a function of counts."""
+    h = h.to(torch.float64)
+    m = h.sum()
+
+    def ranks(c):
+        return torch.cumsum(c, 0) - c + (c + 1) / 2
+
+    h1, h2 = h.sum(1), h.sum(0)
+    r1, r2 = ranks(h1), ranks(h2)
+    mean = (m + 1) / 2
+    var1 = (h1 * r1 ** 2).sum() / m - mean ** 2
+    var2 = (h2 * r2 ** 2).sum() / m - mean ** 2
+    cov = (r1 @ h @ r2) / m - mean ** 2
+    return (cov / (var1 * var2).sqrt()).item()
+
+
+def _joint_counts(z, pos, table, exact_max: int):
+    """Joint counts of (feature-RDM value, label-RDM level) over the strict upper triangle, O(chunk × N) memory.
+
+    Up to `exact_max` pairs every distinct value is its own group (exact); beyond, values in [0, 2] fall into
+    2²² bins (width 4.8e-7), whose members count as ties."""
+    n, nl = len(z), int(table.max()) + 1
+    exact = n * (n - 1) // 2 <= exact_max
+    chunk = max(1, (1 << 23) // n)
+    vals, levels = [], []
+    h = torch.zeros(BINS * nl, dtype=torch.int64, device=z.device)
+    for s in range(0, n - 1, chunk):
+        e = min(n, s + chunk)
+        block = 1 - z[s:e] @ z[s + 1:].T  # rows s..e-1 against columns s+1..n-1
+        upper = torch.arange(s + 1, n, device=z.device)[None, :] > torch.arange(s, e, device=z.device)[:, None]
+        v, lv = block[upper], table[pos[s:e, None], pos[None, s + 1:]][upper]
+        if exact:
+            vals.append(v)
+            levels.append(lv)
+        else:
+            b = (v * (BINS / 2)).long().clamp_(0, BINS - 1)
+            h += torch.bincount(b * nl + lv, minlength=BINS * nl)
+    if not exact:
+        return h.view(BINS, nl)
+    uniq, inv = torch.unique(torch.cat(vals), return_inverse=True)
+    return torch.bincount(inv * nl + torch.cat(levels), minlength=len(uniq) * nl).view(len(uniq), nl)
+
+
+def parc_value(x, y, dims: int = 32, label_rdm: str = "numpy", exact_max: int = EXACT_MAX) -> float:
+    f = _reduce(float64(x), dims)
+    z = f - f.mean(1, keepdim=True)  # np.corrcoef of rows: centre and normalise each row
+    z = z / z.norm(dim=1, keepdim=True)
+    pos, k = class_index(y)
+    table = torch.as_tensor(label_levels(k, label_rdm), device=z.device)
+    return 100 * spearman_from_counts(_joint_counts(z, pos, table, exact_max))
+
+
+@register_proxy("parc", primary="parc", higher_is_better=True, needs_test=False)
+def parc(train_x, train_y, test_x=None, test_y=None, *, seed: int = 0, dims: int = 32, max_samples: int = 0,
+         label_rdm: str = "numpy"):
+    """PARC (Bolya et al. 2021): 100 × Spearman ρ of feature and label dissimilarity matrices (PCA-32)."""
+    check_inputs(train_x, train_y, "parc")
+    out = {}
+    if max_samples and len(train_y) > max_samples:  # optional, seeded, recorded subsample
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(train_y), generator=g)[:max_samples].to(train_x.device)
+        train_x, train_y = train_x[idx], train_y[idx]
+        out["parc_samples"] = max_samples
+    out["parc"] = parc_value(train_x, train_y, dims, label_rdm)
+    return out

@@ -1,0 +1,173 @@
+"""The twelve transferability estimators against the authors' code, side by side, in one run.
+
+    python benchmarks/bench_estimators.py --refs /tmp/estref [--n 50000 --dim 2048 --classes 100] [--threads 2]
+
+--refs: a folder holding the reference repositories, never committed (clone them there, at the commits
+../shared/reference/estimators/README.md names): TencentARC+SFDA, BUserName+NCTI, mgholamikn+ETran,
+thuml+LogME, Long-Kai+TransRate, yaojie_README.md (the H-score README of
+YaojieBao/An-Information-theoretic-Metric-of-Transferability) and tllib/ (tllib/ranking/{hscore,transrate}.py of
+thuml/Transfer-Learning-Library). GBC's reference is TensorFlow, which is not installed: it has no timing.
+Features: planted classes (class means + isotropic noise + a shared low-rank nuisance), float32 as the feature
+cache stores them; source probabilities from a fixed random 1000-way linear classifier. The total of our twelve
+is compared with one default 45-value `linear` sweep on the same train features (val/test drawn alike).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import pickle
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.proxies import get_proxy
+
+ESTIMATORS = ["logme", "hscore", "reg_hscore", "transrate", "leep", "nce", "nleep", "sfda", "parc", "gbc",
+              "ncti", "etran"]
+
+
+def planted(n, d, k, seed, rank=16):
+    """Samples of one fixed set of planted classes (the means depend on (d, k) only; `seed` draws samples)."""
+    means = 1.5 * torch.randn(k, d, generator=torch.Generator().manual_seed(1234)) / d ** 0.25
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    nuisance = torch.randn(n, rank, generator=g) @ torch.randn(rank, d, generator=g) / rank ** 0.5
+    x = means[y] + torch.randn(n, d, generator=g) + nuisance + 0.5
+    return x.float(), y
+
+
+def load(path: Path, name: str, extra_path: Path | None = None):
+    """Import one reference file under a unique module name (several repos ship a `metrics.py`/`utils.py`)."""
+    sys.path.insert(0, str(extra_path or path.parent))
+    for stale in ("utils", "metrics", "models"):
+        sys.modules.pop(stale, None)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    with contextlib.redirect_stdout(io.StringIO()):
+        spec.loader.exec_module(mod)
+    sys.path.pop(0)
+    return mod
+
+
+def references(refs: Path) -> dict:
+    """name -> fn(x64 numpy, y numpy, probs numpy, x torch, y torch) running the reference code as published."""
+    import scipy
+    import scipy.stats  # noqa: F401
+    import sklearn
+    import sklearn.decomposition  # noqa: F401
+    import sklearn.preprocessing  # noqa: F401
+    sfda = load(refs / "TencentARC+SFDA" / "metrics.py", "ref_sfda")
+    sfda.sklearn, sfda.scipy = sklearn, scipy  # PARC_Score uses these names without importing them
+    ncti = load(refs / "BUserName+NCTI" / "metrics.py", "ref_ncti")
+    etran = load(refs / "mgholamikn+ETran" / "metrics.py", "ref_etran")
+    leep = load(refs / "thuml+LogME" / "LEEP.py", "ref_leep")
+    nce = load(refs / "thuml+LogME" / "NCE.py", "ref_nce")
+    tr = load(refs / "Long-Kai+TransRate" / "generate_transrate" / "transrate.py", "ref_transrate")
+    tr_logs = load(refs / "Long-Kai+TransRate" / "extract_result_utils.py", "ref_transrate_logs")
+    tllib = load(refs / "tllib" / "hscore.py", "ref_tllib_hscore")
+    readme = (refs / "yaojie_README.md").read_text()
+    hscore_ns: dict = {"np": np}
+    exec(re.search(r"## H-score Computation.*?```bash\n(.*?)```", readme, re.S).group(1), hscore_ns)
+
+    def transrate_official(x, y):
+        z = x - x.mean(0, keepdims=True)  # experiment_builder_get_eigens.py, then transrate_eig's statistics
+        eig_z, rank_z, eig_zc, rank_zc, n_zc = tr.pre_transrate(z, np.copy(y))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "Z_centralized.pkl"
+            path.write_bytes(pickle.dumps({"eig_Z": eig_z, "rank_Z": rank_z, "eig_Zc": eig_zc,
+                                           "rank_Zc": rank_zc, "n_Zc": n_zc}))
+            rz, rzc = tr_logs.process_transrate_logs(str(path), eps=1e-4, normalize_eigz=True)
+        return rz - rzc
+
+    def quiet(fn):
+        def run(*a):
+            with contextlib.redirect_stdout(io.StringIO()):
+                return fn(*a)
+        return run
+
+    def nleep(x, y):
+        np.random.seed(0)  # the reference's GaussianMixture draws from NumPy's global RNG
+        return sfda.NLEEP(x, y)
+
+    return {
+        "logme": lambda x, y, p: sfda.LogME_Score(x, y),
+        "hscore": lambda x, y, p: hscore_ns["getHscore"](x, y),
+        "reg_hscore": lambda x, y, p: tllib.regularized_h_score(x, y),
+        "transrate": lambda x, y, p: transrate_official(x, y),
+        "leep": lambda x, y, p: leep.LEEP(p, y),
+        "nce": lambda x, y, p: nce.NCE(np.argmax(p, 1), y),
+        "nleep": lambda x, y, p: nleep(x, y),
+        "sfda": lambda x, y, p: quiet(sfda.SFDA_Score)(x.copy(), y),
+        "parc": lambda x, y, p: sfda.PARC_Score(x, y),
+        "ncti": lambda x, y, p: dict(zip(("seli", "ncc", "vc"), quiet(ncti.NCTI_Score)(x, y))),
+        "etran": lambda x, y, p: {"energy": float(etran.Energy_Score(x, 0.5, "bot")), "lda": etran.LDA_Score(x, y)},
+    }
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--refs", type=Path, default=Path("/tmp/estref"))
+    ap.add_argument("--n", type=int, default=50000)
+    ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default=",".join(ESTIMATORS), help="comma-separated estimators")
+    ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--no-linear", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    x, y = planted(args.n, args.dim, args.classes, seed=0)
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(x @ (torch.randn(args.dim, 1000, generator=g) / args.dim ** 0.5), dim=1)
+    xn, yn, pn = x.double().numpy(), y.numpy(), probs.double().numpy()
+    refs = {} if args.no_reference else references(args.refs)
+    print(f"N={args.n} D={args.dim} K={args.classes}, torch threads {args.threads}")
+    print("| estimator | ours (s) | reference (s) | ratio | ours | reference | rel. diff |")
+    print("|---|---|---|---|---|---|---|")
+    total = 0.0
+    for name in args.only.split(","):
+        proxy = get_proxy(name)
+        kw = {"source_probs": probs} if proxy.needs_source_probs else {}
+        if name == "nleep":
+            kw = {"log": False}  # the reference (SFDA's NLEEP) omits the log: compare equal values
+        t_ours, ours = timed(lambda: proxy(x, y, **kw))
+        total += t_ours
+        ours = ours if proxy.combine else ours[proxy.primary]
+        if name not in refs:
+            why = "not run" if args.no_reference else "n/a (TensorFlow reference not installed)"
+            shown = ", ".join(f"{k}={v:.6g}" for k, v in ours.items()) if isinstance(ours, dict) else f"{ours:.6g}"
+            print(f"| {name} | {t_ours:.2f} | {why} | | {shown} | | |", flush=True)
+            continue
+        t_ref, ref = timed(lambda: refs[name](xn, yn, pn))
+        if isinstance(ref, dict):
+            diff = max(abs(ours[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in ref)
+            ours_s = ", ".join(f"{k}={v:.6g}" for k, v in ours.items())
+            ref_s = ", ".join(f"{k}={float(v):.6g}" for k, v in ref.items())
+        else:
+            diff, ours_s, ref_s = abs(ours - ref) / max(abs(ref), 1e-300), f"{ours:.6g}", f"{float(ref):.6g}"
+        print(f"| {name} | {t_ours:.2f} | {t_ref:.2f} | {t_ref / t_ours:.1f}× | {ours_s} | {ref_s} | {diff:.1e} |",
+              flush=True)
+    print(f"total of ours: {total:.1f} s")
+    if not args.no_linear:
+        vx, vy = planted(max(args.n // 5, 2 * args.classes), args.dim, args.classes, seed=2)
+        tx, ty = planted(max(args.n // 5, 2 * args.classes), args.dim, args.classes, seed=3)
+        t_lin, out = timed(lambda: get_proxy("linear")(x, y, tx, ty, val_x=vx, val_y=vy))
+        print(f"one default `linear` sweep (45 wd values + refit): {t_lin:.1f} s (test {out['top1']:.2f} %); "
+              f"all estimators / linear = {total / t_lin:.2f}")
+
+
+if __name__ == "__main__":
+    main()
