@@ -23,9 +23,9 @@ DATA = """\
 settings: {protocols: [knn, linear, bn_tune], batch_size: 64, target: bn_tune}
 protocols:
   linear: {n_wd: 4}
-  bn_tune: {epochs: 2, lr: [0.01, 0.001], batch_size: 32}
+  bn_tune: {epochs: 2, lr: [0.01, 0.001], batch_size: 8}
 datasets:
-  - {name: textures, packaged: textures, resolution: 32}
+  - {name: textures, packaged: textures, resolution: 32, max_train_per_class: 12, max_test_per_class: 6}
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import integer
 from .base import check_inputs, register_proxy
 from .classstats import class_index, class_means, float64, pca
 
@@ -33,7 +34,7 @@ def gbc_value(x, y, dims: int = 64, gaussian: str = "spherical") -> float:
     return (-torch.exp(-bd[off]).sum()).item()
 
 
-@register_proxy("gbc", primary="gbc", higher_is_better=True, needs_test=False)
+@register_proxy("gbc", primary="gbc", higher_is_better=True, needs_test=False, ranges={"dims": integer(1)})
 def gbc(train_x, train_y, test_x=None, test_y=None, *, dims: int = 64, gaussian: str = "spherical"):
     """GBC (Pándy et al. 2022): −Σ Bhattacharyya coefficients of class Gaussians (spherical, PCA-64)."""
     check_inputs(train_x, train_y, "gbc")

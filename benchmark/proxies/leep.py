@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import CellError
+from ..checks import integer, number
 from .base import check_inputs, register_proxy
 from .classstats import class_index, float64, one_hot, pca
 
@@ -66,7 +67,9 @@ def pca_variance(x: torch.Tensor, fraction: float) -> torch.Tensor:
     return proj[:, :keep]
 
 
-@register_proxy("nleep", primary="nleep", higher_is_better=True, needs_test=False)
+@register_proxy("nleep", primary="nleep", higher_is_better=True, needs_test=False,
+                ranges={"seed": integer(0), "variance": number(0, 1, lo_open=True),
+                        "components_per_class": integer(1)})
 def nleep(train_x, train_y, test_x=None, test_y=None, *, seed: int = 0, components_per_class: int = 5,
           variance: float = 0.8, log: bool = True):
     """N-LEEP (Li et al. 2021): LEEP on the posteriors of a Gaussian mixture (5 per class) fit to PCA-80% features."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..checks import integer
 from .base import check_inputs, register_proxy
 from .classstats import class_index, float64
 
@@ -90,7 +91,8 @@ def parc_value(x, y, dims: int = 32, label_rdm: str = "numpy", exact_max: int = 
     return 100 * spearman_from_counts(_joint_counts(z, pos, table, exact_max))
 
 
-@register_proxy("parc", primary="parc", higher_is_better=True, needs_test=False)
+@register_proxy("parc", primary="parc", higher_is_better=True, needs_test=False,
+                ranges={"dims": integer(1), "max_samples": integer(0, why=" (0 = no subsampling)"), "seed": integer(0)})
 def parc(train_x, train_y, test_x=None, test_y=None, *, seed: int = 0, dims: int = 32, max_samples: int = 0,
          label_rdm: str = "numpy"):
     """PARC (Bolya et al. 2021): 100 × Spearman ρ of feature and label dissimilarity matrices (PCA-32)."""

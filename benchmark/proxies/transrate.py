@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import number
 from .base import check_inputs, register_proxy
 from .classstats import class_index, float64, gram_eigvalsh
 
@@ -36,7 +37,8 @@ def transrate_value(x, y, eps: float = 1e-4, variant: str = "official") -> float
     rank = int((lam.abs() > lam.abs().max() * d * torch.finfo(torch.float64).eps).sum())
     return ((rz - rzc) / (2 * rank)).item()
 
-@register_proxy("transrate", primary="transrate", higher_is_better=True, needs_test=False)
+@register_proxy("transrate", primary="transrate", higher_is_better=True, needs_test=False,
+                ranges={"eps": number(0, lo_open=True)})
 def transrate(train_x, train_y, test_x=None, test_y=None, *, eps: float = 1e-4, variant: str = "official"):
     """TransRate (Huang et al. 2022), the authors' eigenvalue form (centred, unit rows, n_k/N class weights, / rank)."""
     check_inputs(train_x, train_y, "transrate")
