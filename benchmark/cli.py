@@ -32,12 +32,21 @@ def cmd_run(args) -> int:
     if found:
         raise ConfigError(found[0] + (f" (and {len(found) - 1} more problem(s); run bench validate)"
                                       if len(found) > 1 else ""))
+    from .launch.run import launch_grid, record_plan
+    if args.launcher != "none":
+        return launch_grid(args, zoo, dsets, opts)
+    record_plan(zoo, dsets, opts)
     s = run_grid(zoo, dsets, opts)
     print(f"done: {s.ok} computed, {s.skipped} already done, {len(s.errors)} failed; features: "
           f"{s.features_computed} extracted, {s.features_cached} from cache; records in {opts.out}")
     for cell, msg in s.errors:
         print(f"  failed: {cell.model} × {cell.dataset} × {cell.protocol} (seed {cell.seed}): {msg}", file=sys.stderr)
     return 1 if s.errors else 0
+
+
+def cmd_status(args) -> int:
+    from .launch.run import cmd_status as status
+    return status(args)
 
 
 def cmd_validate(args) -> int:
@@ -102,7 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cuda" if _cuda() else "cpu")
     r.add_argument("--force", action="store_true", help="recompute cells that already have ok records")
     r.add_argument("--shard", type=_shard, default=(0, 1), help="INDEX/COUNT: this worker's share (e.g. SLURM)")
+    from .launch import add_launch_args, add_status_args
+    add_launch_args(r)
     r.set_defaults(fn=cmd_run)
+
+    st = sub.add_parser("status", help="cells done/failed/missing per protocol and array task states of a results dir")
+    add_status_args(st)
+    st.set_defaults(fn=cmd_status)
 
     v = sub.add_parser("validate", help="check the YAML files without downloading anything")
     v.add_argument("--zoo", default="model_zoo.yaml")

@@ -128,7 +128,8 @@ def fit(setup: Setup, train_ds, val_ds, *, epochs: int, batch_size: int, momentu
         if log:
             log(f"      epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, val top1 {val['top1']:.2f}")
     return {"val_curve": curve, "val_top1": curve[-1] if curve else float("nan"),
-            "images_per_s": images / train_time if train_time else None, "batch_size": batch_size}
+            "images_per_s": images / train_time if train_time else None, "batch_size": batch_size,
+            "notes": [f"resumed at epoch {start + 1} from its checkpoint"] if start else []}
 
 
 def is_oom(e: BaseException) -> bool:

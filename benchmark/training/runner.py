@@ -97,7 +97,7 @@ def run_training_cell(ctx, cell, overrides: dict):
                     notes.append(f"out of memory: batch size halved to {batch_size}")
                     (ckdir / f"{key}.pt").unlink(missing_ok=True)
                     torch.cuda.empty_cache()
-            result.update(trained_fraction(setup), notes=setup.notes, hp=combo)
+            result.update(trained_fraction(setup), notes=setup.notes + result.pop("notes", []), hp=combo)
             if progress["best"] is None or result["val_top1"] > progress["done"][progress["best"]]["val_top1"]:
                 torch_save(setup.model.state_dict(), ckdir / "best.pt")
                 progress["best"] = key
