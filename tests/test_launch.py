@@ -112,7 +112,7 @@ def test_local_launcher_runs_shards_through_submitit(tmp_path, capsys):
             "--launcher", "local", "--wait-timeout", "240"]
     assert main(argv) == 1  # one shard's cell fails
     text = capsys.readouterr().out
-    assert "submitted 2 of 2 shards (2 cells) through local" in text
+    assert "submitted 2 of 2 shards (2 cells to compute) through local" in text
     assert "tasks: 2 shards submitted; completed 2" in text
     assert "error:   r18 × digits_bad × nc1 (seed 0): few-shot: class 0 has" in text
     ok = json.loads((out / "digits" / "r18" / "nc1__seed0.json").read_text())

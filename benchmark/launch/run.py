@@ -42,24 +42,26 @@ def launch_grid(args, zoo, dsets, opts) -> int:
     for shard, job_id in busy.items():
         print(f"shard {shard}: task {job_id} is still queued or running; not submitted again")
     shards = [s for s in shards if s not in busy]
+    attached = [(launcher.job(job_id), shard) for shard, job_id in busy.items()] if args.wait else []
     if not shards:
         print(f"nothing to submit: {len(plan['cells'])} cells planned, all finished or in flight "
               f"(bench status --results {opts.out})")
-        return 0
+        return wait(launcher, attached, plan, opts.out, sorted(busy), args.wait_timeout) if attached else 0
     tasks = [ShardTask(zoo, dsets, dataclasses.replace(opts, shard=(s, plan["count"])),
                        slurm.gpus_per_task if args.launcher == "slurm" else 0) for s in shards]
     jobs = launcher.submit(tasks)
     pairs = list(zip(jobs, shards))
     add_submission(opts.out, args.launcher, [(j.job_id, s) for j, s in pairs])
-    todo = sum(c["shard"] in shards for c in plan["cells"])
+    todo = sum(c["shard"] in shards and (opts.force or st in (MISSING, FAILED)) for c, st, _ in states)
     array = jobs[0].job_id.split("_")[0]
-    print(f"submitted {len(shards)} of {plan['count']} shards ({todo} cells) through {args.launcher}"
+    print(f"submitted {len(shards)} of {plan['count']} shards ({todo} cells to compute) through {args.launcher}"
           + (f" as array job {array}" if args.launcher == "slurm" else "")
           + f"; logs in {job_folder(opts.out).parent}")
     if args.launcher == "slurm" and not args.wait:
         print(f"follow with: bench status --results {opts.out}   (or squeue -j {array}, sacct -j {array})")
         return 0
-    return wait(launcher, pairs, plan, opts.out, shards, args.wait_timeout)
+    return wait(launcher, pairs + attached, plan, opts.out, sorted(shards + [s for _, s in attached]),
+                args.wait_timeout)
 
 
 def wait(launcher, pairs, plan, out, shards, timeout=None) -> int:

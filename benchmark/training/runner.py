@@ -72,6 +72,8 @@ def run_training_cell(ctx, cell, overrides: dict):
     bctx = BuildContext(pristine, feature_dim, num_classes, cell.seed, linear_head, target_batches)
     ckdir = Path(opts.out) / cell.dataset / cell.model / f"{cell.protocol}__seed{cell.seed}.ckpt"
     ckdir.mkdir(parents=True, exist_ok=True)
+    for stale in ckdir.glob("*.tmp.*"):  # a task killed mid-write (scancel: SIGKILL after KillWait) left it; only
+        stale.unlink(missing_ok=True)   # the task that owns this cell's shard writes here
     progress_path = ckdir / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": {}, "best": None}
     notes, sweep = [], []
