@@ -208,3 +208,13 @@ def test_preempted_task_is_requeued_and_resumes(tmp_path, cancel_leftovers):
     assert any(n.startswith("resumed at epoch") for n in rec["training"]["notes"])
     assert read_record(out / "digits" / "r18" / "nc1__seed0.json")["provenance"]["slurm_restart_count"] == 0
     assert json.loads((out / ".launch" / "plan.json").read_text())["count"] == 1
+
+
+def test_a_request_sbatch_refuses_is_one_line_and_exit_2(tmp_path, capsys):
+    out, argv = setup_grid(tmp_path, PROXIES)
+    argv = [a for a in argv if a not in ("--gpus-per-task", "0")]  # the default, one GPU: this cluster has none
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()  # sbatch's own stderr line, then ours; no traceback
+    assert err.splitlines()[-1].startswith("bench: error: --launcher slurm: submission refused: sbatch: error: "
+                                           "Invalid generic resource") and "Traceback" not in err
+    assert not load_submissions(out)

@@ -132,6 +132,15 @@ class LocalLauncher(Launcher):
         import submitit
         return submitit.LocalJob(folder=self.folder, job_id=job_id)
 
+    def state(self, job) -> str:
+        if result_of(job) is None and job._process is None:  # submitted by another process: its job id is a pid
+            try:
+                os.kill(int(job.job_id), 0)
+                return "RUNNING"
+            except (OSError, ValueError):
+                return "INTERRUPTED"  # gone without a result: killed
+        return super().state(job)
+
 
 def make_launcher(name: str, out, slurm: SlurmOptions) -> Launcher:
     return LAUNCHERS.get(name, "--launcher")(out, slurm)

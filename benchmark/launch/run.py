@@ -49,7 +49,13 @@ def launch_grid(args, zoo, dsets, opts) -> int:
         return wait(launcher, attached, plan, opts.out, sorted(busy), args.wait_timeout) if attached else 0
     tasks = [ShardTask(zoo, dsets, dataclasses.replace(opts, shard=(s, plan["count"])),
                        slurm.gpus_per_task if args.launcher == "slurm" else 0) for s in shards]
-    jobs = launcher.submit(tasks)
+    try:
+        jobs = launcher.submit(tasks)
+    except Exception as e:  # noqa: BLE001 - sbatch refusing the request is a flag problem: one line, exit 2
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else type(e).__name__)
+        raise ConfigError(f"--launcher {args.launcher}: submission refused: {why}; check the SLURM flags "
+                          f"(--partition, --gpus-per-task, --mem, --slurm-arg ...)") from None
     pairs = list(zip(jobs, shards))
     add_submission(opts.out, args.launcher, [(j.job_id, s) for j, s in pairs])
     todo = sum(c["shard"] in shards and (opts.force or st in (MISSING, FAILED)) for c, st, _ in states)
@@ -84,10 +90,15 @@ def wait(launcher, pairs, plan, out, shards, timeout=None) -> int:
                 break
             if timeout is not None and time.monotonic() - t0 > timeout:
                 bar.close()
-                print(f"stopped waiting after {timeout:.0f}s; the tasks go on (bench status --results {out})",
-                      file=sys.stderr)
+                queued = getattr(launcher, "queued", 0)
+                print(f"stopped waiting after {timeout:.0f}s; the tasks go on (bench status --results {out})"
+                      + (f"; {queued} local shards not started: run again" if queued else ""), file=sys.stderr)
                 return 1
             time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"stopped waiting; the tasks go on (bench status --results {out})", file=sys.stderr)
+        return 130
     finally:
         bar.close()
     return print_status(out, plan, errors=20)
@@ -115,8 +126,6 @@ def task_rows(out) -> list[tuple[int, str, str, str]]:
             state = launcher.state(launcher.job(job_id))
         except Exception as e:  # noqa: BLE001 - e.g. sacct unreachable from this machine: say so, go on
             state = f"UNKNOWN ({type(e).__name__})"
-        if name == "local" and state.startswith("NO"):  # a local process that left no result: killed
-            state = "INTERRUPTED"
         rows.append((shard, name, job_id, state))
     return rows
 
