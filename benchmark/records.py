@@ -52,7 +52,8 @@ def is_done(path: Path, config_hash: str) -> bool:
 def iter_records(root: str | os.PathLike):
     for path in sorted(Path(root).rglob("*.json")):
         rec = read_record(path)
-        if rec and {"model", "dataset", "protocol", "status"} <= set(rec):
+        # other JSON may live beside the records (e.g. the launcher's plan and submissions list under .launch/)
+        if isinstance(rec, dict) and {"model", "dataset", "protocol", "status"} <= set(rec):
             yield path, rec
 
 

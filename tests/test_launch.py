@@ -12,7 +12,7 @@ from benchmark.config import load_datasets, load_zoo
 from benchmark.features import FeatureCache
 from benchmark.launch.args import _minutes, slurm_options
 from benchmark.launch.plan import cell_states, make_plan
-from benchmark.records import provenance
+from benchmark.records import iter_records, provenance
 from benchmark.runner import RunOptions
 
 
@@ -109,11 +109,11 @@ def test_local_launcher_runs_shards_through_submitit(tmp_path, capsys):
     (tmp_path / "d.yaml").write_text(DATA)
     out = tmp_path / "r"
     argv = ["run", "--zoo", str(tmp_path / "z.yaml"), "--datasets", str(tmp_path / "d.yaml"), "--out", str(out),
-            "--launcher", "local", "--wait-timeout", "240"]
-    assert main(argv) == 1  # one shard's cell fails
+            "--launcher", "local", "--num-shards", "1", "--wait-timeout", "240"]  # one process: tests stay fast
+    assert main(argv) == 1  # one cell fails
     text = capsys.readouterr().out
-    assert "submitted 2 of 2 shards (2 cells to compute) through local" in text
-    assert "tasks: 2 shards submitted; completed 2" in text
+    assert "submitted 1 of 1 shards (2 cells to compute) through local" in text
+    assert "tasks: 1 shards submitted; completed 1" in text
     assert "error:   r18 × digits_bad × nc1 (seed 0): few-shot: class 0 has" in text
     ok = json.loads((out / "digits" / "r18" / "nc1__seed0.json").read_text())
     bad = json.loads((out / "digits_bad" / "r18" / "nc1__seed0.json").read_text())
@@ -122,7 +122,10 @@ def test_local_launcher_runs_shards_through_submitit(tmp_path, capsys):
     rows = capsys.readouterr().out.splitlines()
     assert rows[1].split() == ["nc1", "1", "1", "0", "0"]  # done failed not_applicable missing
     subs = json.loads((out / ".launch" / "submissions.json").read_text())
-    assert [[t["shard"] for t in s["tasks"]] for s in subs] == [[0, 1]]  # re-runs: see test_slurm.py
+    assert [[t["shard"] for t in s["tasks"]] for s in subs] == [[0]]  # shards and re-runs: see test_slurm.py
+    # the launcher's own JSON files beside the records are not records
+    assert sorted(str(p.relative_to(out)) for p, _ in iter_records(out)) == ["digits/r18/nc1__seed0.json",
+                                                                            "digits_bad/r18/nc1__seed0.json"]
 
 
 def test_status_of_an_in_process_run_counts_missing_cells(tmp_path, capsys):
