@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -118,11 +119,15 @@ def proxy_array(tmp_path_factory):
     """A 3-shard array (one shard's cells all fail), and the same grid run in-process while it runs."""
     tmp = tmp_path_factory.mktemp("array")
     out, argv = setup_grid(tmp, PROXIES, ZOO_REAL)
+    ref = tmp / "ref"
+    # the reference in-process run goes on in a thread while the array runs and `--wait` watches it
+    inproc = threading.Thread(target=run_grid, args=(load_zoo(tmp / "z.yaml"), load_datasets(tmp / "d.yaml"),
+                                                     RunOptions(out=str(ref))), kwargs={"log": lambda *_: 0})
+    inproc.start()
     try:
-        assert main(argv) == 0  # submits and returns: prints the array id
-        ref = tmp / "ref"
-        run_grid(load_zoo(tmp / "z.yaml"), load_datasets(tmp / "d.yaml"), RunOptions(out=str(ref)), log=lambda *_: 0)
-        rc = main(argv + ["--wait", "--wait-timeout", "180"])  # attaches to the tasks still running
+        rc = main(argv + ["--wait", "--wait-timeout", "180"])
+        inproc.join(timeout=180)
+        assert not inproc.is_alive()
     finally:
         subprocess.run(["scancel", *[j.job_id for _, j in tasks(out)]], capture_output=True, timeout=30)
     return out, ref, rc
