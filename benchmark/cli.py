@@ -107,8 +107,15 @@ def cmd_run(args) -> int:
     writable_dir(opts.out, "--out")
     if opts.cache_dir:
         writable_dir(opts.cache_dir, "--cache-dir")
+    from .launch.run import launch_grid, record_plan
+    if args.launcher != "none":
+        if getattr(args, "devices", None):
+            raise ConfigError("--devices runs workers on this node; with --launcher give each task its GPUs "
+                              "with --gpus-per-task instead")
+        return launch_grid(args, zoo, dsets, opts)
     if getattr(args, "devices", None):
         return run_on_devices(args)
+    record_plan(zoo, dsets, opts)
     s = run_grid(zoo, dsets, opts)
     busy = f", {len(s.busy)} claimed by another run" if s.busy else ""
     print(f"done: {s.ok} computed, {s.skipped} already done{busy}, {len(s.errors)} failed, "
@@ -117,6 +124,11 @@ def cmd_run(args) -> int:
     for cell, msg in s.errors:
         print(f"  failed: {cell.model} × {cell.dataset} × {cell.protocol} (seed {cell.seed}): {msg}", file=sys.stderr)
     return 1 if s.errors else 0
+
+
+def cmd_status(args) -> int:
+    from .launch.run import cmd_status as status
+    return status(args)
 
 
 def cmd_validate(args) -> int:
@@ -185,7 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", type=_shard, default=(0, 1), help="INDEX/COUNT: this worker's share (e.g. SLURM)")
     r.add_argument("--devices", type=_devices, default=None,
                    help="one worker per device over disjoint groups, e.g. 0,1,2,3 (GPUs) or cuda:0,cuda:1")
+    from .launch import add_launch_args, add_status_args
+    add_launch_args(r)
     r.set_defaults(fn=cmd_run)
+
+    st = sub.add_parser("status", help="cells done/failed/missing per protocol and array task states of a results dir")
+    add_status_args(st)
+    st.set_defaults(fn=cmd_status)
 
     v = sub.add_parser("validate", help="check the YAML files without downloading anything")
     v.add_argument("--zoo", default="model_zoo.yaml")

@@ -61,6 +61,7 @@ def iter_records(root: str | os.PathLike, corrupt: list | None = None):
     root = Path(root)
     for path in sorted(root.rglob("*.json")):
         rec = read_record(path)
+        # other JSON may live beside the records (e.g. the launcher's plan and submissions list under .launch/)
         if isinstance(rec, dict) and RECORD_KEYS <= set(rec):
             yield path, rec
         elif corrupt is not None:
@@ -87,6 +88,22 @@ def provenance_static() -> dict:
             "python": platform.python_version(), "host": platform.node()}
 
 
+def cluster_provenance(device: str) -> dict:
+    """Where a cell ran: SLURM job, array task and node (from the variables sbatch sets), and the GPU's name."""
+    env, out = os.environ, {}
+    if env.get("SLURM_JOB_ID"):
+        out.update(slurm_job_id=env.get("SLURM_ARRAY_JOB_ID") or env["SLURM_JOB_ID"],
+                   slurm_array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
+                   slurm_node=env.get("SLURMD_NODENAME") or platform.node(),
+                   slurm_restart_count=int(env.get("SLURM_RESTART_COUNT") or 0))  # > 0 after a requeue
+    if str(device).startswith("cuda"):
+        import torch
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
 def provenance(device: str, wall_time_s: float) -> dict:
     return {**provenance_static(), "device": device, "wall_time_s": round(wall_time_s, 3),
-            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **cluster_provenance(device)}

@@ -145,7 +145,8 @@ def fit(setup: Setup, train, val, *, epochs: int, batch_size: int, momentum: flo
         train_time -= compile_s  # images/s without the one-off compilation, which is reported on its own
     return {"val_curve": curve, "val_top1": curve[-1] if curve else float("nan"),
             "images_per_s": images / train_time if train_time > 0 else None, "batch_size": batch_size,
-            "precision": choice, "compile_s": compile_s, "images": images}
+            "precision": choice, "compile_s": compile_s, "images": images,
+            "notes": [f"resumed at epoch {start + 1} from its checkpoint"] if start else []}
 
 
 def _sync(device: torch.device) -> None:

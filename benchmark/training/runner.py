@@ -74,6 +74,8 @@ def run_training_cell(ctx, cell, overrides: dict):
     bctx = BuildContext(pristine, feature_dim, num_classes, cell.seed, linear_head, target_batches)
     ckdir = Path(opts.out) / cell.dataset / cell.model / f"{cell.protocol}__seed{cell.seed}.ckpt"
     ckdir.mkdir(parents=True, exist_ok=True)
+    for stale in ckdir.glob("*.tmp.*"):  # a task killed mid-write (scancel: SIGKILL after KillWait) left it; only
+        stale.unlink(missing_ok=True)   # the task that owns this cell's shard writes here
     progress_path = ckdir / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": {}, "best": None}
     notes, sweep = [], []
@@ -105,7 +107,7 @@ def run_training_cell(ctx, cell, overrides: dict):
                     notes.append(f"out of memory: batch size halved to {batch_size}")
                     (ckdir / f"{key}.pt").unlink(missing_ok=True)
                     torch.cuda.empty_cache()
-            result.update(trained_fraction(setup), notes=setup.notes, hp=combo)
+            result.update(trained_fraction(setup), notes=setup.notes + result.pop("notes", []), hp=combo)
             if progress["best"] is None or result["val_top1"] > progress["done"][progress["best"]]["val_top1"]:
                 torch_save(setup.model.state_dict(), ckdir / "best.pt")
                 progress["best"] = key
