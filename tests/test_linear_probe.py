@@ -18,8 +18,8 @@ WDS = sorted(default_wds(45), reverse=True)  # the default sweep, in the order t
 
 @pytest.fixture(scope="module")
 def digit_features():
-    """MobileNetV2 (packaged ImageNet weights) features of four digit classes at 32 px: 25 train images per
-    class (a 1280-d, separable few-shot problem, the hard case at weak wd), the rest (620) for validation."""
+    """MobileNetV2 (packaged ImageNet weights) features of four digit classes at 32 px: 15 train images per
+    class (a 1280-d, separable few-shot problem, the hard case at weak wd), the rest (660) for validation."""
     d = load_digits()
     keep = d.target < 4
     imgs = torch.tensor(d.images[keep] / 16, dtype=torch.float32)[:, None]
@@ -28,7 +28,7 @@ def digit_features():
     with torch.no_grad():
         feats = load_model(ModelEntry(name="m", package="mobilenetv2_100")).module(x)
     y = torch.tensor(d.target[keep])
-    train = torch.cat([torch.nonzero(y == c).flatten()[:25] for c in range(4)])
+    train = torch.cat([torch.nonzero(y == c).flatten()[:15] for c in range(4)])
     val = torch.ones(len(y), dtype=torch.bool)
     val[train] = False
     return feats[train], y[train], feats[val], y[val]
