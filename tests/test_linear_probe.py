@@ -101,7 +101,8 @@ def test_planted_problem_whose_best_wd_is_the_weakest():
     x, y = planted_weak_wd(seed=0)
     vx, vy = planted_weak_wd(n=400, seed=1)
     out = get_proxy("linear")(x, y, val_x=vx, val_y=vy)
-    assert out["wd"] == min(WDS) and out["val_top1"] > 95 > out["val_curve"][0]
+    curve = out["val_curve"]  # strong to weak
+    assert curve[-1] == max(curve) > 95 > curve[0] and out["wd"] <= 1e-4  # the weakest wd is among the best
     _, _, xs, _ = _standardise(x.float(), vx.float())
     gaps = sweep_gaps(xs, y, 2)
     assert gaps.max() <= 1e-6 and gaps.min() >= -1e-9, gaps
