@@ -93,11 +93,11 @@ def test_knn_matches_direct_weighted_vote():
     assert out["k"] == 20 and out["temperature"] == 0.07
 
 
-def nc1_direct(x, y):
+def nc1_direct(x, y, weighted_mean=False):
     x, y = x.double().numpy(), y.numpy()
     classes = np.unique(y)
     means = np.stack([x[y == c].mean(0) for c in classes])
-    mu_g = means.mean(0)
+    mu_g = x.mean(0) if weighted_mean else means.mean(0)  # Papyan et al.'s global mean / mean of class means
     centred = x - means[np.searchsorted(classes, y)]
     sw = centred.T @ centred / len(x)
     sb = (means - mu_g).T @ (means - mu_g) / len(classes)
@@ -108,6 +108,13 @@ def nc1_direct(x, y):
 def test_nc1_matches_scipy_pinv(d, k):
     x, y = clusters(n_per_class=30, k=k, d=d, spread=2.0, sep=3.0, seed=d)
     assert get_proxy("nc1")(x, y)["nc1"] == pytest.approx(nc1_direct(x, y), rel=1e-6)
+
+
+def test_nc1_weighted_global_mean_option():
+    x, y = imbalanced([60, 10, 30], d=12, seed=5)
+    weighted = get_proxy("nc1")(x, y, weighted_mean=True)["nc1"]
+    assert weighted == pytest.approx(nc1_direct(x, y, weighted_mean=True), rel=1e-9)
+    assert abs(weighted - get_proxy("nc1")(x, y)["nc1"]) > 1e-3 * weighted  # imbalanced: the centres differ
 
 
 def test_tighter_clusters_have_lower_collapse_measures():
@@ -126,20 +133,39 @@ def test_cdnv_matches_pairwise_formula():
     assert get_proxy("cdnv")(x, y)["cdnv"] == pytest.approx(np.mean(pairs), rel=1e-9)
 
 
-def test_numerical_rank_is_stable_rank_of_centred_class_features():
+def imbalanced(counts, d, seed):
+    x, y = clusters(n_per_class=max(counts), k=len(counts), d=d, spread=1.5, sep=2.0, seed=seed)
+    keep = torch.cat([torch.nonzero(y == c).flatten()[:n] for c, n in enumerate(counts)])
+    return x[keep], y[keep]
+
+
+def svd_stable_rank(h):
+    s = np.linalg.svd(h, compute_uv=False)
+    return (s ** 2).sum() / s[0] ** 2
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_numerical_rank_equals_direct_svd(centered):
+    x, y = imbalanced([40, 25, 60], d=30, seed=3)
+    xs, ys = x.double().numpy(), y.numpy()
+    expected = []
+    for c in range(3):
+        h = xs[ys == c]
+        expected.append(svd_stable_rank(h - h.mean(0) if centered else h))  # Li et al.: H_k uncentred
+    out = get_proxy("numerical_rank")(x, y, centered=centered)["numerical_rank"]
+    assert out == pytest.approx(np.mean(expected), rel=1e-10)
+
+
+def test_numerical_rank_tends_to_one_under_collapse():
     g = torch.Generator().manual_seed(1)
-    y = torch.arange(2).repeat_interleave(50)
-    low = torch.zeros(100, 20)
-    low[:, :2] = torch.randn(100, 2, generator=g)  # within-class variation in two directions
-    iso = torch.randn(100, 20, generator=g)
-    r_low = get_proxy("numerical_rank")(low, y)["numerical_rank"]
-    r_iso = get_proxy("numerical_rank")(iso, y)["numerical_rank"]
-    assert r_low <= 2.0 + 1e-9 and r_iso > 5
-    h = iso[:50] - iso[:50].mean(0)
-    s = np.linalg.svd(h.double().numpy(), compute_uv=False)
-    h2 = iso[50:] - iso[50:].mean(0)
-    s2 = np.linalg.svd(h2.double().numpy(), compute_uv=False)
-    assert r_iso == pytest.approx(((s ** 2).sum() / s[0] ** 2 + (s2 ** 2).sum() / s2[0] ** 2) / 2)
+    y = torch.arange(3).repeat_interleave(50)
+    means = 5 * torch.randn(3, 20, generator=g)
+    noise = torch.randn(150, 20, generator=g)
+    ranks = [get_proxy("numerical_rank")(means[y] + s * noise, y)["numerical_rank"] for s in (1.0, 0.1, 1e-4)]
+    assert ranks[0] > ranks[1] > ranks[2] and ranks[2] == pytest.approx(1.0, abs=1e-6)
+    # The centred variant measures the spread alone: it does not see the collapse.
+    centred = get_proxy("numerical_rank")(means[y] + 1e-4 * noise, y, centered=True)["numerical_rank"]
+    assert centred > 5
 
 
 def test_bad_inputs_give_clear_errors():

@@ -156,6 +156,26 @@ def _textures(entry):
     return {"train": (np.stack(imgs).astype(np.uint8), np.asarray(labels))}, names, "scikit-image"
 
 
+HARD_TEXTURES = ["brick", "grass", "gravel", "moon", "cell", "immunohistochemistry"]
+HARD_PATCH = 32
+
+
+def _texture_patches(entry):
+    """Six textures in grey, 32-px patches: small, colourless patches of similar surfaces (gravel vs moon craters,
+    cell vs stained tissue) are hard enough that ImageNet backbones disagree, where `textures` ties them at 100%."""
+    skdata = _require("skimage.data", "scikit-image", entry)
+    imgs, labels = [], []
+    for label, name in enumerate(HARD_TEXTURES):
+        img = getattr(skdata, name)()
+        if img.ndim == 3:  # colour would make stained tissue trivially separable
+            img = (img[..., :3] @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)
+        for r in range(0, img.shape[0] - HARD_PATCH + 1, HARD_PATCH):  # non-overlapping: no leaks across splits
+            for c in range(0, img.shape[1] - HARD_PATCH + 1, HARD_PATCH):
+                imgs.append(img[r:r + HARD_PATCH, c:c + HARD_PATCH])
+                labels.append(label)
+    return {"train": (np.stack(imgs).astype(np.uint8), np.asarray(labels))}, HARD_TEXTURES, "scikit-image"
+
+
 def _lfw_faces(entry):
     skdata = _require("skimage.data", "scikit-image", entry)
     x = skdata.lfw_subset()  # 100 faces then 100 non-faces, floats in [0, 1]
@@ -190,7 +210,8 @@ def _fashion_mnist(entry):
     return out, FASHION_CLASSES, str(root)
 
 
-PACKAGED_DATA = {"mnist5k": _mnist5k, "digits": _digits, "textures": _textures, "lfw_faces": _lfw_faces,
+PACKAGED_DATA = {"mnist5k": _mnist5k, "digits": _digits, "textures": _textures, "texture_patches": _texture_patches,
+                 "lfw_faces": _lfw_faces,
                  "fashion_mnist": _fashion_mnist}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import CellError
 from .base import check_inputs, register_proxy
 
 
@@ -14,8 +15,12 @@ def _class_stats(x, y):
     return x, classes, means, pos
 
 
-def nc1_value(x, y) -> tuple[float, int]:
+def nc1_value(x, y, weighted_mean: bool = False) -> tuple[float, int]:
     """tr(Σ_W Σ_B⁺)/K without forming a d x d pseudo-inverse.
+
+    Σ_B is centred on the mean of the class means (each class counts once, our documented default) or, with
+    `weighted_mean`, on the sample-weighted global mean (Papyan et al. 2020's μ_G, the mean of all features);
+    the two agree on balanced classes.
 
     Σ_B = (1/K) MᵀM with M the K x d centred class means, so its range is spanned by the right singular vectors
     of M: with M/√K = U S Vᵀ, Σ_B⁺ = V S⁻² Vᵀ and tr(Σ_W Σ_B⁺) = Σ_j s_j⁻² (1/N) Σ_i ((h_i − μ_c)·v_j)².
@@ -23,7 +28,7 @@ def nc1_value(x, y) -> tuple[float, int]:
     """
     x, classes, means, pos = _class_stats(x, y)
     k, (n, d) = len(classes), x.shape
-    centred_means = means - means.mean(0)
+    centred_means = means - (x.mean(0) if weighted_mean else means.mean(0))
     _, s, vh = torch.linalg.svd(centred_means / k ** 0.5, full_matrices=False)
     eig = s ** 2
     keep = eig > eig.max() * max(d, d) * torch.finfo(torch.float64).eps
@@ -33,10 +38,13 @@ def nc1_value(x, y) -> tuple[float, int]:
 
 
 @register_proxy("nc1", primary="nc1", higher_is_better=False, needs_test=False)
-def nc1(train_x, train_y, test_x=None, test_y=None, **_):
-    """NC1 = tr(Σ_W Σ_B⁺)/K of the training features (within- vs between-class variability)."""
+def nc1(train_x, train_y, test_x=None, test_y=None, *, weighted_mean=False):
+    """NC1 = tr(Σ_W Σ_B⁺)/K of the training features (within- vs between-class variability).
+
+    weighted_mean: centre Σ_B on the sample-weighted global mean (Papyan et al.) instead of the mean of class means.
+    """
     check_inputs(train_x, train_y, "nc1", min_per_class=2)
-    value, rank = nc1_value(train_x, train_y)
+    value, rank = nc1_value(train_x, train_y, bool(weighted_mean))
     return {"nc1": value, "between_rank": rank}
 
 
@@ -54,14 +62,25 @@ def cdnv(train_x, train_y, test_x=None, test_y=None, **_):
     return {"cdnv": ratios.mean().item()}
 
 
+def stable_rank(h) -> float:
+    """‖H‖_F²/‖H‖_2², exactly: both are spectral sums of the Gram matrix on H's smaller side (its trace and its
+    largest eigenvalue), so one eigvalsh of a min(n, d)² matrix replaces a full SVD of H."""
+    gram = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
+    eig = torch.linalg.eigvalsh(gram)
+    return (eig.sum() / eig[-1]).item() if eig[-1] > 0 else float("nan")
+
+
 @register_proxy("numerical_rank", primary="numerical_rank", higher_is_better=False, needs_test=False)
-def numerical_rank(train_x, train_y, test_x=None, test_y=None, **_):
-    """Mean over classes of the stable rank ‖H_k‖_F²/‖H_k‖_2² of the class's centred features."""
-    check_inputs(train_x, train_y, "numerical_rank", min_per_class=2)
+def numerical_rank(train_x, train_y, test_x=None, test_y=None, *, centered=False):
+    """Li et al.'s numerical rank: mean over classes of ‖H_k‖_F²/‖H_k‖_2², H_k the class's features.
+
+    As defined in "Principled and Efficient Transfer Learning of Deep Models via Neural Collapse" (Appendix A):
+    H_k uncentred, so the value tends to 1 as a class collapses onto its mean. centered: use H_k minus the class
+    mean instead (the stable rank of the within-class spread alone, which does not tend to 1 under collapse).
+    """
+    check_inputs(train_x, train_y, "numerical_rank", min_per_class=2 if centered else 1)
     x, classes, means, pos = _class_stats(train_x, train_y)
-    ranks = []
-    for i in range(len(classes)):
-        h = x[pos == i] - means[i]
-        sv = torch.linalg.svdvals(h)
-        ranks.append(((sv ** 2).sum() / sv[0] ** 2).item())
+    ranks = [stable_rank(x[pos == i] - means[i] if centered else x[pos == i]) for i in range(len(classes))]
+    if any(r != r for r in ranks):
+        raise CellError("numerical_rank: a class's features are all zero; its rank is undefined")
     return {"numerical_rank": float(sum(ranks) / len(ranks))}

@@ -1,0 +1,136 @@
+"""The linear probe solves every point of its wd sweep: objective gaps against an independent float64 Newton
+solve, thread-count independence, and agreement with sklearn, on real features of a packaged backbone."""
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.special
+import torch
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+
+from benchmark.config import ModelEntry
+from benchmark.models.sources import load_model
+from benchmark.proxies import get_proxy
+from benchmark.proxies.linear import Problem, _standardise, default_wds
+
+WDS = sorted(default_wds(45), reverse=True)  # the default sweep, in the order the probe solves it
+
+
+@pytest.fixture(scope="module")
+def digit_features():
+    """MobileNetV2 (packaged ImageNet weights) features of four digit classes at 32 px: 15 train images per
+    class (a 1280-d, separable few-shot problem, the hard case at weak wd), the rest (660) for validation."""
+    d = load_digits()
+    keep = d.target < 4
+    imgs = torch.tensor(d.images[keep] / 16, dtype=torch.float32)[:, None]
+    x = torch.nn.functional.interpolate(imgs, size=32, mode="bilinear").expand(-1, 3, -1, -1)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        feats = load_model(ModelEntry(name="m", package="mobilenetv2_100")).module(x)
+    y = torch.tensor(d.target[keep])
+    train = torch.cat([torch.nonzero(y == c).flatten()[:15] for c in range(4)])
+    val = torch.ones(len(y), dtype=torch.bool)
+    val[train] = False
+    return feats[train], y[train], feats[val], y[val]
+
+
+def newton_reference(x, y, k, wds):
+    """Float64 Newton's method with the exact Hessian, in the basis of X's singular vectors (the optimal W lies in
+    X's row space), to ‖g‖ at machine precision: the optimum's objective at every wd, warm-started like the probe."""
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    z = np.c_[u[:, s > s[0] * 1e-12] * s[s > s[0] * 1e-12], np.ones(len(x))]  # data coordinates + intercept
+    r = z.shape[1]
+    onehot = np.eye(k)[y]
+    theta = np.zeros((k, r))
+    pen = np.ones(r)
+    pen[-1] = 0  # the intercept is not penalised
+
+    def f(t, wd):
+        logits = z @ t.T
+        return (scipy.special.logsumexp(logits, axis=1) - (logits * onehot).sum(1)).sum() + 0.5 * wd * (pen * t * t).sum()
+    optima = []
+    for wd in wds:
+        for _ in range(200):
+            p = scipy.special.softmax(z @ theta.T, axis=1)
+            g = ((p - onehot).T @ z + wd * pen * theta).ravel()
+            h = np.block([[z.T @ (((a == b) * p[:, a] - p[:, a] * p[:, b])[:, None] * z) for b in range(k)]
+                          for a in range(k)])
+            h += np.diag(np.tile(wd * pen, k) + 1e-12)  # + tiny: softmax's shift of all intercepts is flat
+            step = scipy.linalg.solve(h, g, assume_a="pos").reshape(k, r)
+            t, f0 = 1.0, f(theta, wd)
+            while f(theta - t * step, wd) > f0 - 1e-4 * t * (g @ step.ravel()) and t > 1e-10:
+                t /= 2
+            theta = theta - t * step
+            if g @ step.ravel() < 1e-13 * f0:
+                break
+        optima.append(f(theta, wd))
+    return optima
+
+
+def sweep_gaps(x, y, k):
+    """Relative objective gap of the probe's warm-started solve at every wd of the default sweep."""
+    prob = Problem(x, y, k)
+    params, gaps = None, []
+    optima = newton_reference(x.double().numpy(), y.numpy(), k, WDS)
+    for wd, best in zip(WDS, optima):
+        params, converged = prob.fit(wd, params)
+        assert converged, wd
+        gaps.append((prob.objective(params, wd) - best) / best)
+    return np.array(gaps)
+
+
+def test_every_wd_of_the_sweep_is_solved_on_real_features(digit_features):
+    tx, ty, vx, _ = digit_features
+    _, _, x, _ = _standardise(tx, vx)
+    gaps = sweep_gaps(x, ty, 4)
+    assert gaps.max() <= 1e-6 and gaps.min() >= -1e-9, gaps
+
+
+def planted_weak_wd(n=60, d=10, seed=0):
+    """Two classes told apart only by x1 - x2, a direction with 1/1000 of the variance of the shared factor
+    (which survives standardisation): strong L2 cannot afford the weight it needs, so the weakest wd wins."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    shared = torch.randn(n, 1, generator=g)
+    x = torch.randn(n, d, generator=g)
+    x[:, :2] = shared + 1e-3 * (2 * y - 1)[:, None] * torch.tensor([1.0, -1.0]) * (1 + 0.2 * torch.rand(n, 1, generator=g))
+    return x, y
+
+
+def test_planted_problem_whose_best_wd_is_the_weakest():
+    x, y = planted_weak_wd(seed=0)
+    vx, vy = planted_weak_wd(n=400, seed=1)
+    out = get_proxy("linear")(x, y, val_x=vx, val_y=vy)
+    curve = out["val_curve"]  # strong to weak
+    assert curve[-1] == max(curve) > 95 > curve[0] and out["wd"] <= 1e-4  # the weakest wd is among the best
+    _, _, xs, _ = _standardise(x.float(), vx.float())
+    gaps = sweep_gaps(xs, y, 2)
+    assert gaps.max() <= 1e-6 and gaps.min() >= -1e-9, gaps
+
+
+def test_results_do_not_depend_on_the_thread_count(digit_features):
+    tx, ty, vx, vy = digit_features
+    n = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(get_proxy("linear")(tx, ty, vx[:300], vy[:300], val_x=vx[300:], val_y=vy[300:]))
+    finally:
+        torch.set_num_threads(n)
+    a, b = outs
+    assert a["val_curve"] == b["val_curve"] and a["wd"] == b["wd"] and a["top1"] == b["top1"]
+    assert torch.allclose(a["head"][0], b["head"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_validation_accuracy_agrees_with_sklearn_at_every_wd(digit_features):
+    tx, ty, vx, vy = digit_features
+    _, _, x, v = _standardise(tx, vx)
+    prob = Problem(x, ty, 4)
+    z, zv = prob.x.numpy(), (v.double() @ prob.q).numpy()  # an orthogonal change of basis: the same problem
+    params, clf = None, LogisticRegression(tol=1e-10, max_iter=100000, warm_start=True)
+    for wd in WDS:
+        params, _ = prob.fit(wd, params)
+        ours = 100 * (torch.addmm(params[1], torch.from_numpy(zv), params[0].T).argmax(1) == vy).double().mean()
+        clf.set_params(C=1 / wd).fit(z, ty.numpy())
+        assert abs(ours.item() - 100 * clf.score(zv, vy.numpy())) <= 0.2, wd
