@@ -90,7 +90,7 @@ def test_two_writers_of_one_feature_key_never_corrupt_it(tmp_path):
     reader.join(timeout=60)
     assert not errors
     assert seen <= {0.0, 1.0} and seen
-    feats, _ = cache.load(key)
+    feats, _, _ = cache.load(key)
     assert feats.unique().numel() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [cache.path(key).name]  # no temp files left
 

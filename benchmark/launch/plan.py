@@ -32,13 +32,14 @@ def group_shards(cells, count: int) -> dict:
 
 def make_plan(zoo, dsets, opts, count: int | None) -> dict:
     from ..config import stable_hash
-    from ..runner import cell_config, plan_cells
+    from ..runner import cell_config, data_identities, plan_cells
     cells = plan_cells(zoo, dsets, opts)
+    ids = data_identities(dsets, {c.dataset for c in cells}, {})  # part of each record's hash, as run_grid has it
     count = count or max(1, len({(c.model, c.dataset) for c in cells}))
     shard_of = group_shards(cells, count)
     return {"count": count, "out": str(opts.out),
             "cells": [{"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed,
-                       "hash": stable_hash(cell_config(zoo, dsets, c)), "shard": shard_of[(c.model, c.dataset)]}
+                       "hash": stable_hash(cell_config(zoo, dsets, c, ids.get(c.dataset))), "shard": shard_of[(c.model, c.dataset)]}
                       for c in cells]}
 
 
