@@ -1,6 +1,6 @@
 """The real data path of a run against bare loops on in-memory device tensors, in one run.
 
-    python benchmarks/bench_pipeline.py                       # CPU: ResNet-18, 64 px, batch 64, 512 JPEGs
+    python benchmarks/bench_pipeline.py                       # CPU: ResNet-18, 64 px, batch 64, 2,048 JPEGs
     python benchmarks/bench_pipeline.py --device cuda         # GPU: ResNet-50, 224 px, batch 128, 5,000 JPEGs
 
 Data: a folder of JPEGs (256 px, cut from scikit-image's photographs), read as a `folder:` dataset would be.
@@ -102,7 +102,7 @@ def main():
     device = torch.device(a.device)
     gpu = device.type == "cuda"
     model_name = a.model or ("resnet50" if gpu else "resnet18")
-    res, batch, n = a.res or (224 if gpu else 64), a.batch or (128 if gpu else 64), a.images or (5000 if gpu else 512)
+    res, batch, n = a.res or (224 if gpu else 64), a.batch or (128 if gpu else 64), a.images or (5000 if gpu else 2048)
     name = torch.cuda.get_device_name(device) if gpu else platform.processor() or "cpu"
     print(f"device {device} ({name}), torch {torch.__version__}, timm {timm.__version__}, "
           f"{torch.get_num_threads()} threads; {model_name} at {res} px, batch {batch}, {n} JPEGs")
