@@ -180,3 +180,13 @@ def test_bad_inputs_give_clear_errors():
     bad[3, 0] = float("nan")
     with pytest.raises(CellError, match="NaN/inf"):
         get_proxy("knn")(bad, y, x, y)
+
+
+def test_numerical_rank_leaves_out_and_counts_all_zero_classes():
+    """Dead features (a class mapped to exact zeros) have no rank: left out of the mean and counted."""
+    x, y = clusters(n_per_class=12, k=3, d=8)
+    full = get_proxy("numerical_rank")(x[y < 2], y[y < 2])["numerical_rank"]
+    x = x.clone()
+    x[y == 2] = 0
+    out = get_proxy("numerical_rank")(x, y)
+    assert out["zero_feature_classes"] == 1 and abs(out["numerical_rank"] - full) < 1e-12

@@ -81,6 +81,10 @@ def numerical_rank(train_x, train_y, test_x=None, test_y=None, *, centered=False
     check_inputs(train_x, train_y, "numerical_rank", min_per_class=2 if centered else 1)
     x, classes, means, pos = _class_stats(train_x, train_y)
     ranks = [stable_rank(x[pos == i] - means[i] if centered else x[pos == i]) for i in range(len(classes))]
-    if any(r != r for r in ranks):
-        raise CellError("numerical_rank: a class's features are all zero; its rank is undefined")
-    return {"numerical_rank": float(sum(ranks) / len(ranks))}
+    # A class whose features are all zero (dead units: seen with EfficientNet-Lite2 at 32 px) has no defined
+    # rank (0/0); it is left out of the mean and counted, rather than failing the cell.
+    undefined = sum(r != r for r in ranks)
+    ranks = [r for r in ranks if r == r]
+    if not ranks:
+        raise CellError("numerical_rank: every class's features are all zero; the rank is undefined")
+    return {"numerical_rank": float(sum(ranks) / len(ranks)), "zero_feature_classes": undefined}

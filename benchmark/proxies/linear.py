@@ -35,7 +35,12 @@ class Problem:
     def __init__(self, x, y, n_classes):
         x = x.double()
         self.n, self.k = len(x), n_classes
-        lam, q = torch.linalg.eigh(x.T @ x / len(x))
+        try:
+            lam, q = torch.linalg.eigh(x.T @ x / len(x))
+        except RuntimeError:  # LAPACK's eigh can fail to converge with many repeated (zero) eigenvalues, as
+            # dead channels give (seen: EfficientNet-Lite at 32 px); the SVD of X spans the same eigenbasis.
+            _, s, vh = torch.linalg.svd(x, full_matrices=False)
+            lam, q = (s ** 2 / len(x)).flip(0), vh.flip(0).T
         # Directions with no data (D > N, or dead channels) carry only the penalty, so their optimal weight is 0:
         # dropping them is exact and makes few-shot problems N-dimensional instead of D-dimensional.
         keep = lam > lam[-1] * x.shape[1] * torch.finfo(x.dtype).eps
