@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..records import iter_records
 
-COST_COLUMNS = ["model", "dataset", "protocol", "seed", "wall_s", "device_s", "images", "cost_source"]
+COST_COLUMNS = ["model", "dataset", "protocol", "seed", "wall_s", "device_s", "standalone_s", "images", "cost_source"]
 
 
 def _num(v):
@@ -22,9 +22,10 @@ def cell_cost(rec: dict) -> dict:
     cost = rec.get("cost") or {}
     if cost:
         return {"wall_s": _num(cost.get("wall_s")), "device_s": _num(cost.get("device_s")),
-                "images": _num(cost.get("images")), "cost_source": "cost"}
+                "standalone_s": _num(cost.get("standalone_s")), "images": _num(cost.get("images")),
+                "cost_source": "cost"}
     return {"wall_s": _num((rec.get("provenance") or {}).get("wall_time_s")), "device_s": np.nan,
-            "images": np.nan, "cost_source": "provenance"}
+            "standalone_s": np.nan, "images": np.nan, "cost_source": "provenance"}
 
 
 def load_costs(root) -> pd.DataFrame:
@@ -35,7 +36,11 @@ def load_costs(root) -> pd.DataFrame:
 
 
 def seconds(costs: pd.DataFrame) -> tuple[pd.Series, str]:
-    """Per-cell cost in seconds and its basis: device-seconds if every cell has them, else wall-seconds."""
+    """Per-cell cost in seconds and its basis. Preferred: each cell's standalone cost (its own work plus the
+    extraction of the features it read), since which cell of a group happens to extract the shared features
+    depends on the order of protocols; then device-seconds, then wall-seconds, as far as every cell has them."""
+    if len(costs) and "standalone_s" in costs and costs.standalone_s.notna().all():
+        return costs.standalone_s, "device-seconds per cell alone, feature extraction included"
     if len(costs) and costs.device_s.notna().all():
         return costs.device_s, "device-seconds"
     return costs.wall_s, "wall-seconds"
