@@ -50,10 +50,16 @@ def sample_boxes(n: int, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 
     return torch.stack([top, left, hh, ww], 1).long()
 
 
+_NORMALISERS: dict = {}  # (mean, std, device) -> tensors: built once per device, not copied every batch
+
+
 def _normaliser(mean, std, like: torch.Tensor):
-    m = torch.as_tensor(mean, dtype=torch.float32, device=like.device).view(1, 3, 1, 1) * 255
-    s = torch.as_tensor(std, dtype=torch.float32, device=like.device).view(1, 3, 1, 1) * 255
-    return m, s
+    key = (mean, std, str(like.device))
+    if key not in _NORMALISERS:
+        m = torch.as_tensor(mean, dtype=torch.float32, device=like.device).view(1, 3, 1, 1) * 255
+        s = torch.as_tensor(std, dtype=torch.float32, device=like.device).view(1, 3, 1, 1) * 255
+        _NORMALISERS[key] = (m, s)
+    return _NORMALISERS[key]
 
 
 class EvalTransform:

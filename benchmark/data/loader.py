@@ -8,6 +8,7 @@ seeded by (seed, epoch), so an epoch is the same whether or not the run was inte
 """
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from dataclasses import dataclass, replace
@@ -44,15 +45,23 @@ class StoredImages:
 
 
 def _resident(pixels: np.ndarray, device: torch.device):
+    """The store on the GPU, uploaded once. Several stay resident (a training cell alternates between its train
+    and val stores every epoch) while they fit in a quarter of free memory; the least recently used go first."""
     if device.type != "cuda":
         return None
     key = (getattr(pixels, "filename", None) or id(pixels), str(device))
-    if key not in _RESIDENT:
+    if key in _RESIDENT:
+        _RESIDENT[key] = _RESIDENT.pop(key)  # most recently used last
+        return _RESIDENT[key]
+    while True:
         free, _ = torch.cuda.mem_get_info(device)
-        if pixels.nbytes > free // 4:
-            return None
-        _RESIDENT.clear()  # one store at a time: groups run one after another
-        _RESIDENT[key] = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+        if pixels.nbytes <= free // 4:
+            break
+        if not _RESIDENT:
+            return None  # too large even alone: stream pinned batches instead
+        _RESIDENT.pop(next(iter(_RESIDENT)))
+        torch.cuda.empty_cache()
+    _RESIDENT[key] = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
     return _RESIDENT[key]
 
 
@@ -92,14 +101,24 @@ class Batches:
             yield from self._host_batches(chunks)
             return
         q: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
 
         def work():
-            for item in self._host_batches(chunks):
-                q.put(item)
-            q.put(None)
+            for item in itertools.chain(self._host_batches(chunks), [None]):  # None: the end
+                while not stop.is_set():  # a consumer that stops early (e.g. one probe batch) ends this thread
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
         threading.Thread(target=work, daemon=True).start()
-        while (item := q.get()) is not None:
-            yield item
+        try:
+            while (item := q.get()) is not None:
+                yield item
+        finally:
+            stop.set()
 
     def __iter__(self):
         chunks = self._order()
