@@ -7,36 +7,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .atomic import torch_save
 from .config import stable_hash
 from .errors import CellError
-
-
-class TransformedSubset(Dataset):
-    def __init__(self, base, indices, transform, label_map=None):
-        self.base, self.indices, self.transform = base, np.asarray(indices), transform
-        self.label_map = label_map  # old label -> new label (extra test sets in another label space)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        img, label = self.base[int(self.indices[i])]
-        label = int(label) if self.label_map is None else int(self.label_map[int(label)])
-        return self.transform(img.convert("RGB")), label  # grayscale sources become 3-channel here
-
-
-def eval_transform(data_config: dict, resolution: int | None):
-    size = resolution or data_config["input_size"][-1]
-    return timm.data.create_transform(input_size=(3, size, size), interpolation=data_config["interpolation"],
-                                      mean=data_config["mean"], std=data_config["std"],
-                                      crop_pct=data_config["crop_pct"], crop_mode=data_config.get("crop_mode"),
-                                      is_training=False)
 
 
 def indices_digest(indices) -> str:

@@ -1,7 +1,7 @@
 """The pixel store and the device transforms: decoded once, reused, atomic, keyed; eval pixels equal timm's PIL
 eval transform to one grey level; augmentation draws as torchvision's RandomResizedCrop draws."""
 import numpy as np
-import pytest
+import timm
 import torch
 from PIL import Image
 from scipy import stats
@@ -11,7 +11,6 @@ from benchmark.data import load_source
 from benchmark.data.augment import EvalTransform, TrainTransform, sample_boxes
 from benchmark.data.loader import StoredImages
 from benchmark.data.store import PixelStore, storage_size
-from benchmark.features import TransformedSubset, eval_transform
 
 CFG = dict(input_size=(3, 224, 224), interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
            crop_pct=0.875, crop_mode="center")
@@ -29,8 +28,12 @@ def _stored(tmp_path, data, idx, res, cfg=CFG):
 
 
 def _pil_reference(data, idx, res, cfg=CFG):
-    ds = TransformedSubset(data, idx, eval_transform(cfg, res))
-    return torch.stack([ds[i][0] for i in range(len(idx))])
+    """timm's own PIL eval transform, image by image: the reference the stored path must reproduce."""
+    size = res or cfg["input_size"][-1]
+    tf = timm.data.create_transform(input_size=(3, size, size), interpolation=cfg["interpolation"], mean=cfg["mean"],
+                                    std=cfg["std"], crop_pct=cfg["crop_pct"], crop_mode=cfg.get("crop_mode"),
+                                    is_training=False)
+    return torch.stack([tf(data[int(i)][0].convert("RGB")) for i in idx])  # grayscale -> 3 channels, as stored
 
 
 def _device_batch(view, device):

@@ -7,7 +7,6 @@ import shutil
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..atomic import torch_save, write_text
