@@ -185,12 +185,16 @@ class GroupContext:
         """(features, labels) of a planned split ('train', 'val', 'test'), from cache or one forward pass."""
         entry = entry or self.data_entry
         key = self.feature_key(entry, split)
-        hit = self.cache.load(key)
-        if hit is not None:
+        memo = ("features", stable_hash(key, 32))
+        if memo in self.memo:  # read from disk once per group: every proxy cell reads the same features
+            self.summary.features_cached += 1
+            feats, labels, cost = self.memo[memo]
+        elif (hit := self.cache.load(key)) is not None:
             self.summary.features_cached += 1
             feats, labels, cost = hit
         else:
             feats, labels, _, cost = self._extract(entry, split, key)
+        self.memo[memo] = (feats, labels, cost)
         self.costs["features_s"] += cost.get("seconds", 0.0)
         self.costs["features_images"] += cost.get("images", 0)
         return feats, labels
@@ -212,10 +216,14 @@ class GroupContext:
 
     def source_probs(self, split):
         """The source classifier's probabilities on a split (stored beside its features), or NotApplicable."""
-        key = self.feature_key(self.data_entry, split)
-        known, probs = self.cache.source_probs(key)
-        if not known:  # features cached before probabilities were stored: one more pass if there is a head
-            probs = self._extract(self.data_entry, split, key)[2] if self.loaded.source_head is not None else None
+        if ("source_probs", split) not in self.memo:
+            key = self.feature_key(self.data_entry, split)
+            known, probs = self.cache.source_probs(key)
+            if not known:  # features cached before probabilities were stored: one more pass if there is a head
+                probs = (self._extract(self.data_entry, split, key)[2] if self.loaded.source_head is not None
+                         else None)
+            self.memo[("source_probs", split)] = probs
+        probs = self.memo[("source_probs", split)]
         if probs is None:
             raise NotApplicable(f"model '{self.model_entry.name}' has no source classifier (no class "
                                 f"probabilities to estimate from)")
@@ -237,6 +245,16 @@ class GroupContext:
                                protocol_hp(self.dsets, "linear"))
         return self.memo[("linear_head", seed)]
 
+    def proxy_train(self, seed, device):
+        """The train features and labels a seed's proxies read: one tensor object per (seed, device) in this
+        group, so the statistics several estimators share (proxies/moments.py) are computed once."""
+        tx, ty = self.features("train")  # charged to every cell that reads them, memoised or not
+        key = ("proxy_train", seed, str(device))
+        if key not in self.memo:
+            sel = torch.as_tensor(self.train_indices(seed))
+            self.memo[key] = (tx[sel].to(device), ty[sel].to(device))
+        return self.memo[key]
+
     def train_indices(self, seed):
         """Positions within the planned train split used by this seed (all, or a few-shot draw)."""
         _, plan = self.source()
@@ -249,9 +267,7 @@ class GroupContext:
 def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict, dict]:
     proxy = get_proxy(cell.protocol)
     device = torch.device(ctx.opts.device)
-    tx, ty = ctx.features("train")
-    sel = torch.as_tensor(ctx.train_indices(cell.seed))
-    tx, ty = tx[sel].to(device), ty[sel].to(device)
+    tx, ty = ctx.proxy_train(cell.seed, device)
     kwargs = dict(hp)
     sizes = {"train": len(ty)}
     args = [tx, ty]
@@ -264,7 +280,7 @@ def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict,
     if "seed" in P.proxy_hp_names(cell.protocol):
         kwargs.setdefault("seed", cell.seed)
     if proxy.needs_source_probs:
-        kwargs["source_probs"] = ctx.source_probs("train")[sel].to(device)
+        kwargs["source_probs"] = ctx.source_probs("train")[torch.as_tensor(ctx.train_indices(cell.seed))].to(device)
     out = proxy(*args, **kwargs)
     if "head" in out:
         head = tuple(t.cpu() for t in out.pop("head"))

@@ -167,8 +167,9 @@ def test_reg_hscore_shrinkage_is_sklearns_ledoit_wolf():
     from sklearn.covariance import LedoitWolf
     x, _ = clusters(n_per_class=10, k=3, d=50)  # fewer samples than dimensions: real shrinkage
     xc = x.double() - x.double().mean(0)
-    cov, shrink = ledoit_wolf(xc)
-    lw = LedoitWolf().fit(xc.numpy())
+    shrink, mu = ledoit_wolf(x)
+    cov = (1 - shrink) * xc.T @ xc / len(xc) + shrink * mu * torch.eye(x.shape[1], dtype=torch.float64)
+    lw = LedoitWolf().fit(x.double().numpy())
     assert shrink == pytest.approx(lw.shrinkage_, rel=1e-10)
     np.testing.assert_allclose(cov.numpy(), lw.covariance_, rtol=1e-10, atol=1e-12)
 
@@ -268,3 +269,56 @@ def test_source_head_on_features_gives_the_models_own_logits():
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded.source_head(loaded.module(x)), full(x), rtol=1e-4, atol=1e-4)
+
+
+SHARING = ["logme", "hscore", "reg_hscore", "sfda", "gbc", "ncti", "nleep"]
+
+
+def test_shared_centred_gram_is_formed_once_and_values_do_not_depend_on_it(monkeypatch):
+    """The estimators that need the centred Gram matrix of one feature tensor form it once between them, and
+    each gives exactly the value it gives alone on a fresh copy (cold memo)."""
+    from benchmark.proxies import moments
+    x, y = clusters(n_per_class=40, k=4, d=24, seed=3)  # D <= N: the shared path
+    x = x.double()
+    calls = []
+    real_gram = moments.gram
+    monkeypatch.setattr(moments, "gram", lambda z: calls.append(z.shape) or real_gram(z))
+    moments.clear()
+    warm = {name: get_proxy(name)(x, y) for name in SHARING}
+    assert calls == [(160, 24)]
+    for name in SHARING:
+        moments.clear()
+        assert get_proxy(name)(x.clone(), y) == warm[name], name
+    # an in-place change of the features invalidates what was memoised for them
+    before = get_proxy("hscore")(x, y)["hscore"]
+    x[:, 0] *= 0.0
+    assert get_proxy("hscore")(x, y)["hscore"] == pytest.approx(get_proxy("hscore")(x.clone(), y)["hscore"], rel=1e-12)
+    assert get_proxy("hscore")(x, y)["hscore"] != pytest.approx(before, rel=1e-6)
+
+
+def test_shared_moments_die_with_their_tensor():
+    from benchmark.proxies import moments
+    moments.clear()
+    x, y = clusters(n_per_class=20, k=3, d=8, seed=4)
+    get_proxy("hscore")(x, y)
+    assert len(moments._MEMO) == 1
+    del x
+    assert len(moments._MEMO) == 0
+
+
+def test_the_runner_lets_a_groups_estimators_share_the_gram_matrix(tmp_path, monkeypatch):
+    """One (model, dataset, seed): its proxies get the same train tensor, so hscore and reg_hscore form the
+    centred Gram matrix once between them."""
+    from benchmark.proxies import moments
+    calls = []
+    real_gram = moments.gram
+    monkeypatch.setattr(moments, "gram", lambda z: calls.append(z.shape) or real_gram(z))
+    (tmp_path / "zoo.yaml").write_text(ZOO.split("  - name: lite0")[0] + "  - name: r18_random\n    timm: resnet18\n"
+                                       "    pretrained: false\n")
+    (tmp_path / "d.yaml").write_text(DATA.replace("[leep, logme, etran]", "[hscore, reg_hscore]")
+                                     .replace("target: logme", "target: hscore"))
+    assert main(["run", "--zoo", str(tmp_path / "zoo.yaml"), "--datasets", str(tmp_path / "d.yaml"),
+                 "--out", str(tmp_path / "r")]) == 0
+    assert len(calls) == 1 and calls[0][1] == 512  # one Gram matrix of the 512-d features
+    rec = json.loads((tmp_path / "r" / "digits" / "r18_random" / "reg_hscore__seed0.json").read_text())
+    assert rec["status"] == "ok"

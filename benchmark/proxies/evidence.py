@@ -7,7 +7,8 @@ import math
 import torch
 
 from .base import check_inputs, register_proxy
-from .classstats import class_index, float64, one_hot
+from .classstats import class_index, float64, gram, one_hot
+from .moments import centred
 
 
 def logme_value(x: torch.Tensor, y: torch.Tensor, max_iter: int = 11, tol: float = 1e-3) -> float:
@@ -22,12 +23,14 @@ def logme_value(x: torch.Tensor, y: torch.Tensor, max_iter: int = 11, tol: float
     pos, k = class_index(y)
     t = one_hot(pos, k, f.dtype)  # [N, K]: class k's 0/1 target in column k
     if n > d:
-        lam, v = torch.linalg.eigh(f.T @ f)
+        mu, g = centred(x)  # fᵀf = G + N μμᵀ from the Gram matrix the other estimators share
+        lam, v = torch.linalg.eigh(g + n * torch.outer(mu, mu))
         s = lam.abs().sqrt()
         keep = s > 1e-10
-        xs = (v[:, keep].T @ (f.T @ t)) / s[keep, None]  # uᵀt with u = f v / s
+        ftt = torch.zeros(k, d, dtype=f.dtype, device=f.device).index_add_(0, pos, f).T  # fᵀt: class sums
+        xs = (v[:, keep].T @ ftt) / s[keep, None]  # uᵀt with u = f v / s
     else:
-        lam, u = torch.linalg.eigh(f @ f.T)
+        lam, u = torch.linalg.eigh(gram(f.T))
         s = lam.abs().sqrt()
         keep = s > 1e-10
         xs = u[:, keep].T @ t

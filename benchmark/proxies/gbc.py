@@ -6,7 +6,8 @@ import torch
 
 from ..checks import integer
 from .base import check_inputs, register_proxy
-from .classstats import class_index, class_means, float64, pca
+from .classstats import class_index, class_means, float64
+from .moments import pca
 
 GAUSSIANS = ("spherical", "diagonal")
 
@@ -17,9 +18,7 @@ def gbc_value(x, y, dims: int = 64, gaussian: str = "spherical") -> float:
     PCA is exact and in float64 (the pipeline casts its PCA output to float32); distances are sign-blind."""
     if gaussian not in GAUSSIANS:
         raise ValueError(f"gbc: gaussian must be one of {GAUSSIANS}, got '{gaussian}'")
-    f = float64(x)
-    if dims and f.shape[1] > dims:
-        f, _ = pca(f, dims)
+    f = pca(x, dims)[0] if dims and x.shape[1] > dims else float64(x)
     pos, k = class_index(y)
     means, counts = class_means(f, pos, k)
     var = torch.zeros_like(means).index_add_(0, pos, (f - means[pos]) ** 2) / counts[:, None]

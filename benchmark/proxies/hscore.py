@@ -6,6 +6,7 @@ import torch
 
 from .base import check_inputs, register_proxy
 from .classstats import class_index, class_means, float64
+from .moments import centred, centred_eigh
 
 
 def _between(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -16,45 +17,45 @@ def _between(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (means - f.mean(0)) * (counts / (len(f) - 1)).sqrt()[:, None]
 
 
-def _trace_pinv(cov: torch.Tensor, m: torch.Tensor, rcond: float) -> float:
-    """tr(pinv(cov) MᵀM) = Σ_j ‖M v_j‖²/λ_j over eigenpairs above rcond·λ_max (np.linalg.pinv's cut-off on a
-    symmetric matrix, whose singular values are |λ|)."""
-    lam, v = torch.linalg.eigh(cov)
+def _trace_pinv(lam: torch.Tensor, v: torch.Tensor, m: torch.Tensor, rcond: float) -> float:
+    """tr(pinv(C) MᵀM) for C = V diag(λ) Vᵀ: Σ_j ‖M v_j‖²/λ_j over eigenpairs above rcond·λ_max
+    (np.linalg.pinv's cut-off on a symmetric matrix, whose singular values are |λ|)."""
     keep = lam.abs() > rcond * lam.abs().max()
     return (((m @ v[:, keep]) ** 2).sum(0) / lam[keep]).sum().item()
 
 
 def hscore_value(x, y, rcond: float = 1e-15) -> float:
-    """tr(pinv(cov f) cov(E[f|y])) on raw features, pinv with rcond 1e-15 as the authors' README code."""
-    f = float64(x)
-    fc = f - f.mean(0)
-    return _trace_pinv(fc.T @ fc / (len(f) - 1), _between(f, y), rcond)
+    """tr(pinv(cov f) cov(E[f|y])) on raw features, pinv with rcond 1e-15 as the authors' README code.
+    cov f = G/(N−1) shares its eigenvectors with the centred Gram G of `moments` (computed once)."""
+    lam, v = centred_eigh(x)
+    return _trace_pinv(lam / (len(x) - 1), v, _between(float64(x), y), rcond)
 
 
-def ledoit_wolf(fc: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Ledoit–Wolf shrunk covariance of centred fc and its shrinkage, as sklearn's `LedoitWolf` computes them.
+def ledoit_wolf(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """sklearn `LedoitWolf`'s shrinkage α and μ = tr(S)/D for the empirical covariance S = G/N of x's rows;
+    the shrunk covariance is (1−α) S + α μ I.
 
-    Written out because sklearn's blockwise loop forms X²ᵀX² (D x D) only to sum it: that sum is Σ_i ‖x_i‖⁴."""
-    n, d = fc.shape
-    emp = fc.T @ fc / n
-    mu = torch.trace(emp) / d
-    delta_ = (emp ** 2).sum()
-    beta_ = ((fc ** 2).sum(1) ** 2).sum()
+    Written out because sklearn's blockwise loop forms X²ᵀX² (D x D) only to sum it: that sum is Σ_i ‖x_i‖⁴;
+    and because S comes from the Gram matrix the other estimators share."""
+    mean, g = centred(x)
+    n, d = x.shape
+    emp_trace = torch.trace(g) / n
+    mu = emp_trace / d
+    delta_ = (g ** 2).sum() / n ** 2  # ‖S‖_F²
+    beta_ = (((float64(x) - mean) ** 2).sum(1) ** 2).sum()
     beta = (beta_ / n - delta_) / (d * n)
-    delta = (delta_ - 2 * mu * torch.trace(emp) + d * mu ** 2) / d
+    delta = (delta_ - 2 * mu * emp_trace + d * mu ** 2) / d
     beta = torch.minimum(beta, delta)
     shrink = 0.0 if beta.item() == 0 else (beta / delta).item()
-    cov = (1 - shrink) * emp
-    cov.diagonal().add_(shrink * mu)
-    return cov, shrink
+    return shrink, mu
 
 
 def reg_hscore_value(x, y) -> float:
-    """tr(pinv(Σ_LW) (1−α) cov(E[f|y])) on centred features (TLlib's `regularized_h_score`)."""
-    f = float64(x)
-    fc = f - f.mean(0)
-    cov, shrink = ledoit_wolf(fc)
-    return (1 - shrink) * _trace_pinv(cov, _between(fc, y), 1e-15)
+    """tr(pinv(Σ_LW) (1−α) cov(E[f|y])) on centred features (TLlib's `regularized_h_score`). Σ_LW =
+    (1−α) G/N + α μ I has G's eigenvectors, with eigenvalues (1−α) λ/N + α μ."""
+    shrink, mu = ledoit_wolf(x)
+    lam, v = centred_eigh(x)
+    return (1 - shrink) * _trace_pinv((1 - shrink) * lam / len(x) + shrink * mu, v, _between(float64(x), y), 1e-15)
 
 
 @register_proxy("hscore", primary="hscore", higher_is_better=True, needs_test=False)

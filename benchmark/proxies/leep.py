@@ -9,17 +9,19 @@ import torch
 from ..errors import CellError
 from ..checks import integer, number
 from .base import check_inputs, register_proxy
-from .classstats import class_index, float64, one_hot, pca
+from .classstats import class_index, float64
+from .moments import pca
 
 
 def eep_value(probs: torch.Tensor, y: torch.Tensor, log: bool = True) -> float:
     """mean_i [log] Σ_z P̂(y_i|z) P_i(z), with P̂(y, z) = (1/N) Σ_{i: y_i = y} P_i(z)."""
     p = float64(probs)
     pos, k = class_index(y)
-    joint = one_hot(pos, k, p.dtype).T @ p / len(p)  # [K, C_s]
+    joint = torch.zeros(k, p.shape[1], dtype=p.dtype, device=p.device).index_add_(0, pos, p) / len(p)  # [K, C_s]
     pz = joint.sum(0, keepdim=True)
     cond = torch.where(pz > 0, joint / pz.clamp_min(torch.finfo(p.dtype).tiny), 0.0)  # P̂(y|z); unused z -> 0
-    eep = (p @ cond.T).gather(1, pos[:, None])  # Σ_z P_i(z) P̂(y_i|z), as one [N, C_s] x [C_s, K] product
+    # Σ_z P_i(z) P̂(y_i|z) for the true class only: N·C_s products, not the reference's [N, K] prediction table
+    eep = (p * cond[pos]).sum(1)
     return (eep.log() if log else eep).mean().item()
 
 
@@ -60,7 +62,7 @@ def nce(train_x, train_y, test_x=None, test_y=None, *, source_probs=None):
 def pca_variance(x: torch.Tensor, fraction: float) -> torch.Tensor:
     """Projections onto the fewest principal components explaining `fraction` of the variance (sklearn's rule
     for PCA(n_components=fraction): first index where the cumulative ratio exceeds it)."""
-    proj, var = pca(float64(x), min(x.shape))
+    proj, var = pca(x, min(x.shape))
     ratio = (var / var.sum()).cumsum(0)
     keep = int(torch.searchsorted(ratio, torch.tensor([fraction], dtype=ratio.dtype, device=ratio.device),
                                   right=True).item()) + 1

@@ -7,7 +7,8 @@ import math
 import torch
 
 from .base import check_inputs, minmax_combine, register_proxy
-from .classstats import class_index, float64, pca
+from .classstats import class_index
+from .moments import pca
 
 
 def ncti_components(x, y, dims: int = 64) -> dict:
@@ -15,14 +16,13 @@ def ncti_components(x, y, dims: int = 64) -> dict:
     vc: log Σ_k nuclear norm of class k's probability rows (lower = better). PCA is exact (the reference's
     sklearn PCA(64) is exact below 500 samples and randomized, unseeded, above); the LDA is sklearn's, as there."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    f = float64(x)
-    proj, var = pca(f, min(dims, *f.shape))
+    proj, var = pca(x, min(dims, *x.shape))
     temp = max(math.exp(-var[:32].sum().item()), 1e-10)
     clf = (LinearDiscriminantAnalysis(solver="svd") if temp == 1e-10
            else LinearDiscriminantAnalysis(solver="eigen", shrinkage=temp))
     z_np, y_np = proj.cpu().numpy(), y.cpu().numpy()
-    low = torch.as_tensor(clf.fit_transform(z_np, y_np), device=f.device)
-    prob = torch.as_tensor(clf.predict_proba(z_np), device=f.device)
+    low = torch.as_tensor(clf.fit_transform(z_np, y_np), device=x.device)
+    prob = torch.as_tensor(clf.predict_proba(z_np), device=x.device)
     pos, k = class_index(y)
     seli = torch.linalg.matrix_norm(low - low.mean(0), ord="nuc").item()
     ncc = prob.gather(1, pos[:, None]).mean().item()

@@ -7,7 +7,8 @@ import math
 import torch
 
 from .base import check_inputs, register_proxy
-from .classstats import class_index, class_means, float64
+from .classstats import class_index, class_means, float64, gram
+from .moments import centred
 
 
 def _top_eigenvalue(a: torch.Tensor, iters: int = 3) -> torch.Tensor:
@@ -21,15 +22,16 @@ def _top_eigenvalue(a: torch.Tensor, iters: int = 3) -> torch.Tensor:
     return x @ a @ yv
 
 
-def lda_probs(x, pos, k, shrink=None):
+def lda_probs(x, pos, k, shrink=None, sw=None):
     """p(y|x) of the reference's shrinkage LDA, and the shrinkage used.
 
     The reference solves scipy.linalg.eigh(S_b, S_w) and forms coef = μ V Vᵀ with all D eigenvectors; as
     Vᵀ S_w V = I, V Vᵀ = S_w⁻¹, so coef = μ S_w⁻¹ (one linear solve, and S_b, S_t are never needed)."""
     n, d = x.shape
     means, counts = class_means(x, pos, k)
-    resid = x - means[pos]
-    sw = resid.T @ resid / n  # Σ_k π_k cov_k with 1/n_k covariances
+    if sw is None:
+        resid = x - means[pos]
+        sw = gram(resid) / n  # Σ_k π_k cov_k with 1/n_k covariances
     if shrink is None:
         shrink = max(math.exp(-5 * _top_eigenvalue(sw).item()), 1e-10)
     mu = torch.trace(sw) / d
@@ -44,9 +46,13 @@ def sfda_value(x, y) -> float:
     """LDA #1 -> softened probabilities -> ConfMix (on a copy: the reference mutates its input) -> LDA #2."""
     f = float64(x)
     pos, k = class_index(y)
-    prob, shrink = lda_probs(f, pos, k)
+    # First LDA's within-class scatter from the shared centred Gram G: N·S_w = G − Σ_k n_k (m_k − μ)(m_k − μ)ᵀ
+    # (K·D² flops instead of N·D²). The second LDA's features are new: its scatter is formed directly.
+    mu, g = centred(x)
+    means, counts = class_means(f, pos, k)
+    b = (means - mu) * counts.sqrt()[:, None]
+    prob, shrink = lda_probs(f, pos, k, sw=(g - b.T @ b) / len(f))
     prob = torch.softmax(prob, dim=1)  # the reference's "soften" step: softmax of probabilities
-    means, _ = class_means(f, pos, k)
     outer = (means.sum(0) - means) / (k - 1)  # unweighted mean of the other classes' means
     w = prob.gather(1, pos[:, None])
     mixed = w * f + (1 - w) * outer[pos]
