@@ -61,25 +61,45 @@ def _joint_counts(z, pos, table, exact_max: int):
     Up to `exact_max` pairs every distinct value is its own group (exact); beyond, values in [0, 2] fall into
     2²² bins (width 4.8e-7), whose members count as ties."""
     n, nl = len(z), int(table.max()) + 1
-    exact = n * (n - 1) // 2 <= exact_max
+    if n * (n - 1) // 2 > exact_max:
+        return _binned_counts(z, pos, table, nl)
     chunk = max(1, (1 << 23) // n)
     vals, levels = [], []
-    h = torch.zeros(BINS * nl, dtype=torch.int64, device=z.device)
     for s in range(0, n - 1, chunk):
         e = min(n, s + chunk)
         block = 1 - z[s:e] @ z[s + 1:].T  # rows s..e-1 against columns s+1..n-1
         upper = torch.arange(s + 1, n, device=z.device)[None, :] > torch.arange(s, e, device=z.device)[:, None]
-        v, lv = block[upper], table[pos[s:e, None], pos[None, s + 1:]][upper]
-        if exact:
-            vals.append(v)
-            levels.append(lv)
-        else:
-            b = (v * (BINS / 2)).long().clamp_(0, BINS - 1)
-            h += torch.bincount(b * nl + lv, minlength=BINS * nl)
-    if not exact:
-        return h.view(BINS, nl)
+        vals.append(block[upper])
+        levels.append(table[pos[s:e, None], pos[None, s + 1:]][upper])
     uniq, inv = torch.unique(torch.cat(vals), return_inverse=True)
     return torch.bincount(inv * nl + torch.cat(levels), minlength=len(uniq) * nl).view(len(uniq), nl)
+
+
+def _binned_counts(z, pos, table, nl):
+    """The binned joint counts, by row blocks s..e: the block's own upper triangle (masked, small) and the
+    rectangle against every later row (all of it upper: no mask, no gather of the pair list). Bin and level
+    share one int32 code, counted once per block (2²⁵ pairs)."""
+    n = len(z)
+    tab = table.to(torch.int32)
+    h = torch.zeros(BINS * nl, dtype=torch.int64, device=z.device)
+    rows = max(1, (1 << 25) // n)
+
+    half = torch.tensor(BINS / 2, dtype=z.dtype, device=z.device)
+
+    def scaled(a, b):  # (1 − a bᵀ)·BINS/2 in one BLAS call
+        return torch.addmm(half, a, b.T, alpha=-BINS / 2)
+
+    def count(v, lv):
+        code = v.clamp_(0, BINS - 1).to(torch.int32).mul_(nl).add_(lv)
+        h.add_(torch.bincount(code.view(-1), minlength=BINS * nl))
+
+    for s in range(0, n - 1, rows):
+        e = min(n, s + rows)
+        sq_i, sq_j = torch.triu_indices(e - s, e - s, 1, device=z.device)
+        count(scaled(z[s:e], z[s:e])[sq_i, sq_j], tab[pos[s + sq_i], pos[s + sq_j]])
+        if e < n:
+            count(scaled(z[s:e], z[e:]), tab[pos[s:e]].gather(1, pos[e:].expand(e - s, -1)))
+    return h.view(BINS, nl)
 
 
 def parc_value(x, y, dims: int = 32, label_rdm: str = "numpy", exact_max: int = EXACT_MAX) -> float:
