@@ -249,10 +249,12 @@ class GroupContext:
         """The train features and labels a seed's proxies read: one tensor object per (seed, device) in this
         group, so the statistics several estimators share (proxies/moments.py) are computed once."""
         tx, ty = self.features("train")  # charged to every cell that reads them, memoised or not
-        key = ("proxy_train", seed, str(device))
+        idx = self.train_indices(seed)
+        full = len(idx) == len(tx) and np.array_equal(idx, np.arange(len(tx)))  # no few-shot draw: seeds share
+        key = ("proxy_train", None if full else seed, str(device))
         if key not in self.memo:
-            sel = torch.as_tensor(self.train_indices(seed))
-            self.memo[key] = (tx[sel].to(device), ty[sel].to(device))
+            sel = torch.as_tensor(idx)
+            self.memo[key] = (tx.to(device), ty.to(device)) if full else (tx[sel].to(device), ty[sel].to(device))
         return self.memo[key]
 
     def train_indices(self, seed):

@@ -141,13 +141,15 @@ class SelfTimed(float):
 
 
 def timed(fn, repeat=1, before=lambda: None):
-    """Best of `repeat` wall times (a run over 10 s is not repeated), `before()` untimed ahead of each run."""
-    best, out = float("inf"), None
-    for i in range(repeat):
+    """Best of `repeat` wall times (a run over 10 s is not repeated; one under 50 ms is, until 1 s of runs or 50
+    runs: millisecond timings need it), `before()` untimed ahead of each run."""
+    best, out, spent, runs = float("inf"), None, 0.0, 0
+    while runs < repeat or (repeat > 1 and best < 0.05 and spent < 1.0 and runs < 50):
         before()
         t0 = time.perf_counter()
         out = fn()  # every proxy ends in .item(): its device work is done when it returns
-        best = min(best, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        best, spent, runs = min(best, took), spent + took, runs + 1
         if best > 10:
             break
     return best, out
@@ -217,7 +219,7 @@ def main():
             why = ("not run" if args.no_reference or name in args.skip_reference.split(",")
                    else "n/a (TensorFlow reference not installed)")
             shown = ", ".join(f"{k}={v:.6g}" for k, v in ours.items()) if isinstance(ours, dict) else f"{ours:.6g}"
-            print(f"| {name} | {t_ours:.2f} | {why} | | {shown} | | |", flush=True)
+            print(f"| {name} | {t_ours:.3g} | {why} | | {shown} | | |", flush=True)
             continue
         t_ref, ref = timed(lambda: refs[name](xn, yn, pn), 1 if name == "gbc" else args.repeat)  # gbc: repeats inside
         t_ref = getattr(ref, "seconds", t_ref)  # the TF reference's own timing, interpreter start excluded
@@ -227,7 +229,7 @@ def main():
             ref_s = ", ".join(f"{k}={float(v):.6g}" for k, v in ref.items())
         else:
             diff, ours_s, ref_s = abs(ours - ref) / max(abs(ref), 1e-300), f"{ours:.6g}", f"{float(ref):.6g}"
-        print(f"| {name} | {t_ours:.2f} | {t_ref:.2f} | {t_ref / t_ours:.1f}× | {ours_s} | {ref_s} | {diff:.1e} |",
+        print(f"| {name} | {t_ours:.3g} | {t_ref:.3g} | {t_ref / t_ours:.1f}× | {ours_s} | {ref_s} | {diff:.1e} |",
               flush=True)
     print(f"total of ours, each alone: {total:.1f} s")
     # As a run computes them: one group's proxies in sequence on one train tensor, sharing the centred Gram

@@ -18,7 +18,7 @@ from benchmark.proxies.etran import energy_value, lda_value
 from benchmark.proxies.gbc import gbc_value
 from benchmark.proxies.hscore import ledoit_wolf
 from benchmark.proxies.leep import eep_value
-from benchmark.proxies.parc import parc_value
+from benchmark.proxies.parc import parc_value, spearman_exact
 from benchmark.proxies.transrate import transrate_value
 
 REF = Path(os.environ.get("BENCH_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
@@ -108,6 +108,17 @@ def test_parc_binned_pairs_match_exact_ranking(ref):
     cases, values = ref
     x, y, _ = _case(cases, "C")
     assert parc_value(x, y, exact_max=0) == pytest.approx(values[("PARC", "C")][0], rel=1e-6)
+
+
+def test_spearman_from_sorts_equals_scipy_with_ties():
+    from scipy.stats import spearmanr
+    g = torch.Generator().manual_seed(0)
+    vals = torch.randint(0, 50, (5000,), generator=g).double() / 7  # many ties
+    levels = torch.randint(0, 3, (5000,), generator=g)
+    assert spearman_exact(vals, levels, 3) == pytest.approx(spearmanr(vals, levels).statistic, rel=1e-12)
+    vals = torch.randn(3000, generator=g, dtype=torch.float64) + levels[:3000]  # distinct values, real signal
+    assert spearman_exact(vals, levels[:3000], 3) == pytest.approx(spearmanr(vals, levels[:3000]).statistic,
+                                                                   rel=1e-12)
 
 
 def test_parc_label_rdm_split_is_the_references_rounding():
@@ -307,15 +318,15 @@ def test_shared_moments_die_with_their_tensor():
 
 
 def test_the_runner_lets_a_groups_estimators_share_the_gram_matrix(tmp_path, monkeypatch):
-    """One (model, dataset, seed): its proxies get the same train tensor, so hscore and reg_hscore form the
-    centred Gram matrix once between them."""
+    """One (model, dataset): its proxies get the same train tensor (every seed, as there is no few-shot draw),
+    so hscore and reg_hscore form the centred Gram matrix once between them for both seeds."""
     from benchmark.proxies import moments
     calls = []
     real_gram = moments.gram
     monkeypatch.setattr(moments, "gram", lambda z: calls.append(z.shape) or real_gram(z))
     (tmp_path / "zoo.yaml").write_text(ZOO.split("  - name: lite0")[0] + "  - name: r18_random\n    timm: resnet18\n"
                                        "    pretrained: false\n")
-    (tmp_path / "d.yaml").write_text(DATA.replace("[leep, logme, etran]", "[hscore, reg_hscore]")
+    (tmp_path / "d.yaml").write_text(DATA.replace("[leep, logme, etran]", "[hscore, reg_hscore]\n  seeds: [0, 1]")
                                      .replace("target: logme", "target: hscore"))
     assert main(["run", "--zoo", str(tmp_path / "zoo.yaml"), "--datasets", str(tmp_path / "d.yaml"),
                  "--out", str(tmp_path / "r")]) == 0

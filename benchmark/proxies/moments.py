@@ -19,13 +19,19 @@ from .classstats import float64, gram
 _MEMO: dict[int, tuple] = {}
 
 
+def _version(x: torch.Tensor) -> int:
+    # Inference tensors (features fresh from extraction) have no version counter; they cannot be changed in
+    # place outside inference mode either, so one version is exact.
+    return -1 if x.is_inference() else x._version
+
+
 def memo(x: torch.Tensor, name: str, compute):
     """compute() once per (tensor object, in-place version of its data)."""
     entry = _MEMO.get(id(x))
-    if entry is None or entry[0]() is not x or entry[1] != x._version:
+    if entry is None or entry[0]() is not x or entry[1] != _version(x):
         if entry is None or entry[0]() is not x:
             weakref.finalize(x, _MEMO.pop, id(x), None)
-        entry = (weakref.ref(x), x._version, {})
+        entry = (weakref.ref(x), _version(x), {})
         _MEMO[id(x)] = entry
     slot = entry[2]
     if name not in slot:
