@@ -7,7 +7,9 @@
 ../shared/reference/estimators/README.md names): TencentARC+SFDA, BUserName+NCTI, mgholamikn+ETran,
 thuml+LogME, Long-Kai+TransRate, yaojie_README.md (the H-score README of
 YaojieBao/An-Information-theoretic-Metric-of-Transferability) and tllib/ (tllib/ranking/{hscore,transrate}.py of
-thuml/Transfer-Learning-Library). GBC's reference is TensorFlow, which is not installed: it has no timing.
+thuml/Transfer-Learning-Library), google_gbc/ (gbc.py and features_targets_utils.py of google-research's
+transferability_metrics, run by benchmarks/gbc_tf_reference.py under --tf-python, a Python with TensorFlow).
+Row `ncti/exact`: NCTI's code with sklearn's exact PCA, whose value ours equals (as published it is randomized).
 Features: planted classes (class means + isotropic noise + a shared low-rank nuisance), float32 as the feature
 cache stores them; source probabilities from a fixed random 1000-way linear classifier. The total of our twelve
 is compared with one default 45-value `linear` sweep on the same train features (val/test drawn alike).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import pickle
@@ -69,6 +72,9 @@ def references(refs: Path) -> dict:
     sfda = load(refs / "TencentARC+SFDA" / "metrics.py", "ref_sfda")
     sfda.sklearn, sfda.scipy = sklearn, scipy  # PARC_Score uses these names without importing them
     ncti = load(refs / "BUserName+NCTI" / "metrics.py", "ref_ncti")
+    # Equal value: the same code with sklearn's exact PCA (its PCA(64) is randomized and unseeded above 500 rows)
+    ncti_exact = load(refs / "BUserName+NCTI" / "metrics.py", "ref_ncti_exact")
+    ncti_exact.PCA = functools.partial(sklearn.decomposition.PCA, svd_solver="full")
     etran = load(refs / "mgholamikn+ETran" / "metrics.py", "ref_etran")
     leep = load(refs / "thuml+LogME" / "LEEP.py", "ref_leep")
     nce = load(refs / "thuml+LogME" / "NCE.py", "ref_nce")
@@ -110,6 +116,7 @@ def references(refs: Path) -> dict:
         "sfda": lambda x, y, p: quiet(sfda.SFDA_Score)(x.copy(), y),
         "parc": lambda x, y, p: sfda.PARC_Score(x, y),
         "ncti": lambda x, y, p: dict(zip(("seli", "ncc", "vc"), quiet(ncti.NCTI_Score)(x, y))),
+        "ncti/exact": lambda x, y, p: dict(zip(("seli", "ncc", "vc"), quiet(ncti_exact.NCTI_Score)(x, y))),
         "etran": lambda x, y, p: {"energy": float(etran.Energy_Score(x, 0.5, "bot")), "lda": etran.LDA_Score(x, y)},
     }
 
@@ -200,7 +207,8 @@ def main():
     if args.tf_python and not args.no_reference:
         refs["gbc"] = gbc_reference(args.tf_python, args.refs / "google_gbc", args.repeat)
     for name in filter(None, args.skip_reference.split(",")):
-        refs.pop(name, None)
+        for r in [r for r in refs if r == name or r.startswith(name + "/")]:
+            refs.pop(r)
     print(f"N={args.n} D={args.dim} K={args.classes}, ours on {args.device}, torch threads {args.threads}, "
           f"best of {args.repeat}; "
           f"ours alone: shared-statistics memo cleared before each run")
@@ -221,16 +229,17 @@ def main():
             shown = ", ".join(f"{k}={v:.6g}" for k, v in ours.items()) if isinstance(ours, dict) else f"{ours:.6g}"
             print(f"| {name} | {t_ours:.3g} | {why} | | {shown} | | |", flush=True)
             continue
-        t_ref, ref = timed(lambda: refs[name](xn, yn, pn), 1 if name == "gbc" else args.repeat)  # gbc: repeats inside
-        t_ref = getattr(ref, "seconds", t_ref)  # the TF reference's own timing, interpreter start excluded
-        if isinstance(ref, dict):
-            diff = max(abs(ours[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in ref)
-            ours_s = ", ".join(f"{k}={v:.6g}" for k, v in ours.items())
-            ref_s = ", ".join(f"{k}={float(v):.6g}" for k, v in ref.items())
-        else:
-            diff, ours_s, ref_s = abs(ours - ref) / max(abs(ref), 1e-300), f"{ours:.6g}", f"{float(ref):.6g}"
-        print(f"| {name} | {t_ours:.3g} | {t_ref:.3g} | {t_ref / t_ours:.1f}× | {ours_s} | {ref_s} | {diff:.1e} |",
-              flush=True)
+        for ref_name in [name] + [r for r in refs if r.startswith(name + "/")]:  # as published, then variants
+            t_ref, ref = timed(lambda: refs[ref_name](xn, yn, pn), 1 if name == "gbc" else args.repeat)
+            t_ref = getattr(ref, "seconds", t_ref)  # the TF reference's own timing (gbc repeats inside)
+            if isinstance(ref, dict):
+                diff = max(abs(ours[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in ref)
+                ours_s = ", ".join(f"{k}={v:.6g}" for k, v in ours.items())
+                ref_s = ", ".join(f"{k}={float(v):.6g}" for k, v in ref.items())
+            else:
+                diff, ours_s, ref_s = abs(ours - ref) / max(abs(ref), 1e-300), f"{ours:.6g}", f"{float(ref):.6g}"
+            print(f"| {ref_name} | {t_ours:.3g} | {t_ref:.3g} | {t_ref / t_ours:.1f}× | {ours_s} | {ref_s} | "
+                  f"{diff:.1e} |", flush=True)
     print(f"total of ours, each alone: {total:.1f} s")
     # As a run computes them: one group's proxies in sequence on one train tensor, sharing the centred Gram
     # matrix and its eigendecomposition (benchmark/proxies/moments.py).

@@ -333,3 +333,25 @@ def test_the_runner_lets_a_groups_estimators_share_the_gram_matrix(tmp_path, mon
     assert len(calls) == 1 and calls[0][1] == 512  # one Gram matrix of the 512-d features
     rec = json.loads((tmp_path / "r" / "digits" / "r18_random" / "reg_hscore__seed0.json").read_text())
     assert rec["status"] == "ok"
+
+
+def test_pca_subset_eigensolver_equals_sklearn_full_pca_and_the_shared_path():
+    """k <= D/4 components alone come from LAPACK's subset solver; with the full eigendecomposition already made
+    (another estimator) they come from it: both are sklearn's exact PCA up to each component's sign."""
+    from sklearn.decomposition import PCA
+    from benchmark.proxies import moments
+    x, _ = clusters(n_per_class=50, k=4, d=64, seed=5)
+    x = x.double()
+    moments.clear()
+    proj, var = moments.pca(x, 8)
+    assert moments.peek(x, "centred_eigh") is None and moments.peek(x, "top_eigh8") is not None
+    sk = PCA(8, svd_solver="full").fit(x.numpy())
+    ref = sk.transform(x.numpy())
+    np.testing.assert_allclose(var.numpy(), sk.explained_variance_, rtol=1e-10)
+    np.testing.assert_allclose(np.abs(proj.numpy()), np.abs(ref), rtol=1e-8, atol=1e-10)
+    moments.clear()
+    moments.centred_eigh(x)
+    proj2, var2 = moments.pca(x, 8)
+    assert moments.peek(x, "top_eigh8") is None
+    np.testing.assert_allclose(np.abs(proj2.numpy()), np.abs(proj.numpy()), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(var2.numpy(), var.numpy(), rtol=1e-10)

@@ -39,6 +39,14 @@ def memo(x: torch.Tensor, name: str, compute):
     return slot[name]
 
 
+def peek(x: torch.Tensor, name: str):
+    """The memoised statistic `name` of x if it is there and current, else None (computes nothing)."""
+    entry = _MEMO.get(id(x))
+    if entry is None or entry[0]() is not x or entry[1] != _version(x):
+        return None
+    return entry[2].get(name)
+
+
 def clear() -> None:
     """Forget every memoised statistic (tests compare cold and warm values)."""
     _MEMO.clear()
@@ -59,6 +67,22 @@ def centred_eigh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return memo(x, "centred_eigh", lambda: torch.linalg.eigh(centred(x)[1]))
 
 
+def top_eigh(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest eigenpairs of G (descending): from the full eigendecomposition when another estimator has
+    made it; otherwise, on the CPU and for k <= D/4, LAPACK's subset solver (syevr), 3-4x faster than the full one
+    at D = 1,280-2,048 (NCTI and GBC keep 64 components; torch has no subset eigh)."""
+    d = x.shape[1]
+    full = peek(x, "centred_eigh")
+    if full is None and x.device.type == "cpu" and k <= d // 4:
+        def compute():
+            import scipy.linalg
+            w, v = scipy.linalg.eigh(centred(x)[1].numpy(), subset_by_index=[d - k, d - 1], driver="evr")
+            return torch.from_numpy(w[::-1].copy()), torch.from_numpy(v[:, ::-1].copy())
+        return memo(x, f"top_eigh{k}", compute)
+    evals, evecs = full if full is not None else centred_eigh(x)
+    return evals.flip(0)[:k], evecs.flip(1)[:, :k]
+
+
 def pca(x: torch.Tensor, n_components: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact PCA of x's rows (float64 projections, explained variances with 1/(N-1)) from the centred Gram
     matrix's eigendecomposition, shared with the other estimators when D <= N.
@@ -68,9 +92,8 @@ def pca(x: torch.Tensor, n_components: int) -> tuple[torch.Tensor, torch.Tensor]
     n, d = x.shape
     if d <= n:
         mu = centred(x)[0]
-        evals, evecs = centred_eigh(x)
-        evals, evecs = evals.flip(0)[:n_components], evecs.flip(1)[:, :n_components]
-        proj = (float64(x) - mu) @ evecs
+        evals, evecs = top_eigh(x, n_components)
+        proj = float64(x) @ evecs - mu @ evecs  # no centred N x D copy
     else:  # more dimensions than samples: left singular vectors from the N x N Gram matrix
         xc = float64(x)
         xc = xc - xc.mean(0)
