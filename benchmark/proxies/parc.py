@@ -91,13 +91,15 @@ def spearman_exact(vals: torch.Tensor, levels: torch.Tensor, nl: int) -> float:
     starts = torch.nonzero(new).squeeze(1)
     c = torch.diff(torch.cat([starts, torch.tensor([m], device=vals.device)])).to(torch.float64)
     r = starts.to(torch.float64) + (c + 1) / 2
+    n_l = torch.bincount(levels, minlength=nl).to(torch.float64)
     level_sum = torch.zeros(nl, dtype=torch.float64, device=vals.device)
+    big = int(n_l.argmax())  # the most common level (between-class pairs) gets the rest of the total m(m+1)/2
     for lv in range(nl):
-        mine = _sort(vals[levels == lv])
-        if len(mine):
+        if lv != big and n_l[lv] > 0:
+            mine = _sort(vals[levels == lv])  # sorted keys: searchsorted walks srt in order (cache-friendly)
             left, right = _searchsorted(srt, mine, "left"), _searchsorted(srt, mine, "right")
             level_sum[lv] = ((left + right).to(torch.float64) + 1).sum() / 2
-    n_l = torch.bincount(levels, minlength=nl).to(torch.float64)
+    level_sum[big] = m * (m + 1) / 2 - level_sum.sum()  # average ranks keep the total of ranks
     r2 = torch.cumsum(n_l, 0) - n_l + (n_l + 1) / 2
     mean = (m + 1) / 2
     var1 = (c * r ** 2).sum() / m - mean ** 2
