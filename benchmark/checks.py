@@ -73,6 +73,20 @@ BOOLEAN = Rule(lambda v: isinstance(v, bool), "true or false")
 STRING = Rule(lambda v: isinstance(v, str), "a string")
 REGEX = Rule(lambda v: isinstance(v, str) and re.compile(v) is not None, "a valid regular expression")
 
+# Model and dataset names become folders of every record path (<out>/<dataset>/<model>/...), feature keys and
+# report file names: a name is an identifier, never a path (no separators, no '.'/'..', no absolute path).
+NAME_MAX = 100
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,%d}" % (NAME_MAX - 1))
+NAME = Rule(lambda v: isinstance(v, str) and NAME_PATTERN.fullmatch(v) is not None,
+            f"letters, digits and _ - . + only, not starting with a dot, at most {NAME_MAX} characters "
+            f"(a name, not a path)")
+
+
+def suggested_name(value) -> str:
+    """A valid name close to an invalid one, for the fix in the error message."""
+    out = re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(value)).lstrip("._")[:NAME_MAX]
+    return out or "name1"
+
 
 def optional(rule: Rule, empty: str = "empty") -> Rule:
     """None (the YAML key left empty) or a value the rule accepts."""

@@ -9,14 +9,15 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .checks import (REGEX, STRING, integer, list_of, mapping_of, number, one_of, optional, pair_of,
-                     positive)
+from .checks import (NAME, REGEX, STRING, integer, list_of, mapping_of, number, one_of, optional, pair_of,
+                     positive, suggested_name)
 from .errors import ConfigError, unknown_name
 
 LINE = "__line__"
@@ -24,7 +25,25 @@ KEYLINES = "__keylines__"  # {key: line} of a mapping, so a bad value is reporte
 META = (LINE, KEYLINES)
 
 
-class _LineLoader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader reading numbers as YAML 1.2 does: PyYAML follows YAML 1.1, where `1e-4` and `5e-5` (no dot)
+    are strings, so `lr: 1e-4` would be rejected as not a number. Every YAML file bench reads goes through here."""
+
+
+_FLOAT = "tag:yaml.org,2002:float"
+YamlLoader.yaml_implicit_resolvers = {  # a copy without 1.1's float rule, so SafeLoader itself is untouched
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+class _LineLoader(YamlLoader):
     """SafeLoader that remembers the line of every mapping, so errors can point at the entry."""
 
     def construct_mapping(self, node, deep=False):
@@ -128,6 +147,7 @@ class ModelEntry:
     keep_prefix: list = field(default_factory=list)  # only keys under one of these prefixes survive, then stripped
     timm_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments (global_pool: avg, img_size)
     trust_pickle: bool = False  # allow a full unpickle (runs code from the file); default loads tensors only
+    max_checkpoint_gb: float = 20.0  # refuse a checkpoint file that is or expands beyond this (zip bombs)
     init_seed: int | None = None  # seed of a pretrained: false network; empty: derived from the source (stable)
     input_size: int | None = None  # override the model's native input resolution
     mean: list | None = None  # override normalisation mean (3 floats)
@@ -141,6 +161,10 @@ class ModelEntry:
         return next((s, getattr(self, s)) for s in MODEL_SOURCES if getattr(self, s))
 
 
+# Fields that do not change what a model computes, left out of config hashes and cache keys: editing them must
+# not invalidate records or features (published numbers; a safety limit that either lets the file load or not).
+NOT_IN_IDENTITY = ("meta", "max_checkpoint_gb")
+
 RULES[ModelEntry] = dict(
     strip_prefix=list_of(STRING, min_len=0), rename=list_of(pair_of(REGEX, STRING), min_len=0),
     drop=list_of(REGEX, min_len=0), input_size=optional(integer(8), "empty (the model's native size)"),
@@ -148,7 +172,8 @@ RULES[ModelEntry] = dict(
     std=optional(list_of(positive(), length=3), "empty (the model's own)"),
     interpolation=optional(one_of(*INTERPOLATIONS), "empty (the model's own)"),
     crop_pct=optional(number(0, 1, lo_open=True), "empty (the model's own)"),
-    keep_prefix=list_of(STRING, min_len=0), init_seed=optional(integer(0), "empty (derived from the source)"))
+    keep_prefix=list_of(STRING, min_len=0), init_seed=optional(integer(0), "empty (derived from the source)"),
+    max_checkpoint_gb=number(0, 10_000, lo_open=True))
 
 
 @dataclass
@@ -210,6 +235,11 @@ def _parse_entries(cls, raw_list, path, section, sources):
         _check_ranges(entry, raw, path, f"{section[:-1]} '{label}'")
         if not entry.name:
             raise ConfigError(f"{where}: missing 'name'; give every entry a unique name")
+        problem = NAME.problem(entry.name)
+        if problem:
+            line = (raw.get(KEYLINES) or {}).get("name", line)
+            raise ConfigError(f"{path}:{line}: {section[:-1]} {entry.name!r}: name {problem}; rename it, e.g. "
+                              f"'{suggested_name(entry.name)}'")
         if entry.name in seen:
             raise ConfigError(f"{where}: duplicate name (first at line {seen[entry.name]}); names must be unique")
         given = [s for s in sources if getattr(entry, s)]

@@ -12,13 +12,22 @@ import subprocess
 from pathlib import Path
 
 from .atomic import write_text
+from .checks import NAME
+from .errors import ConfigError
+from .paths import under
 
 STATUS_OK, STATUS_ERROR = "ok", "error"
 STATUS_NA = "not_applicable"  # the cell cannot apply to this model; a final state like ok
 
 
 def record_path(out: str | os.PathLike, model: str, dataset: str, protocol: str, seed: int) -> Path:
-    return Path(out) / dataset / model / f"{protocol}__seed{seed}.json"
+    """<out>/<dataset>/<model>/<protocol>__seed<k>.json, asserted under `out` (ConfigError otherwise): zoo and
+    dataset names are checked when their files load, and this holds for names that come from anywhere else."""
+    for kind, name in (("dataset", dataset), ("model", model), ("protocol", protocol)):
+        problem = NAME.problem(name)
+        if problem:
+            raise ConfigError(f"{kind} name {problem}; records live at <out>/<dataset>/<model>/, so rename it")
+    return under(out, dataset, model, f"{protocol}__seed{int(seed)}.json", what="record path")
 
 
 def _jsonable(obj):

@@ -13,7 +13,7 @@ import torch
 
 from . import protocols as P
 from .atomic import torch_save
-from .config import DatasetsConfig, ZooConfig, as_dict, stable_hash
+from .config import NOT_IN_IDENTITY, DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
 from .errors import CellError, ConfigError, NotApplicable
 from .data.augment import EvalTransform
@@ -90,7 +90,7 @@ def protocol_hp(dsets: DatasetsConfig, protocol: str) -> dict:
 def model_identity(entry) -> dict:
     """The zoo entry, plus size and mtime of a local checkpoint file, so a replaced file invalidates caches.
     `meta` (published numbers for reports) is left out: editing them must not invalidate records."""
-    ident = {k: v for k, v in as_dict(entry).items() if k != "meta"}
+    ident = {k: v for k, v in as_dict(entry).items() if k not in NOT_IN_IDENTITY}
     if entry.checkpoint and "://" not in entry.checkpoint:
         p = Path(entry.checkpoint).expanduser()
         ident["file"] = [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .paths import under
 
 
 def _cell_seconds(results, model, dataset, protocol, seed) -> float:
@@ -62,7 +63,7 @@ def run_live(args, summ, cost, meta, out) -> int:
                      f"{args.target}.top1": (rec.get("metrics") or {}).get("top1", np.nan), "cost_s": sec,
                      "spent_s": spent})
     table = pd.DataFrame(rows)
-    table.to_csv(out / f"select_{name}.csv", index=False)
+    table.to_csv(under(out, f"select_{name}.csv", what="--out file"), index=False)
     print(to_markdown(table) if len(table) else "_no fine-tune fitted in the budget_\n")
     per_ft = float(np.median(done)) if done else float(prior)
     print(f"budget {budget / 3600:.2f} h, used {spent / 3600:.2f} h (proxy cells included); fine-tuning all "

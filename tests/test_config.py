@@ -86,3 +86,50 @@ def test_unknown_hyperparameter_is_a_config_error(tmp_path, capsys):
                                      "datasets:\n  - name: d\n    packaged: digits\n")
     assert main(["validate", "--zoo", str(zoo), "--datasets", str(data)]) == 2
     assert "unknown hyperparameter of 'knn' 'kk'" in capsys.readouterr().err
+
+
+def test_exponent_numbers_load_as_floats_as_researchers_write_them(tmp_path, capsys):
+    """PyYAML (YAML 1.1) reads `1e-4` as a string; every bench YAML file reads it as the float 0.0001."""
+    from benchmark.protocols import check_hp
+    data = write(tmp_path, "d.yaml", """\
+        settings: {protocols: [finetune], target: finetune}
+        protocols:
+          finetune: {lr: 1e-4, wd: [1e-4, 5e-5, 1E-3, 0], epochs: 1}
+        datasets:
+          - {name: d, packaged: digits}
+        """)
+    cfg = load_datasets(data)
+    hp = cfg.protocols["finetune"]
+    assert hp["lr"] == 0.0001 and isinstance(hp["lr"], float)
+    assert hp["wd"] == [1e-4, 5e-5, 1e-3, 0]
+    check_hp("finetune", hp, "d.yaml")  # a number in range: accepted
+    zoo = write(tmp_path, "zoo.yaml", "models:\n  - name: a\n    timm: resnet18\n    pretrained: false\n"
+                                      "    mean: [-2e+3, 5e-1, 1E0]\n")
+    assert load_zoo(zoo).models[0].mean == [-2000.0, 0.5, 1.0]
+    assert main(["validate", "--zoo", str(zoo), "--datasets", str(data)]) == 0
+
+
+@pytest.mark.parametrize("section,name", [
+    ("models", "/tmp/x/ABS_MODEL"), ("models", "../escaped_model"), ("datasets", "../escaped_ds"),
+    ("models", "a/b"), ("models", "."), ("datasets", ".."), ("models", ".hidden"), ("models", "a\\b"),
+    ("models", "x" * 101), ("datasets", "with space")])
+def test_names_that_are_paths_fail_at_load_with_file_line_and_fix(tmp_path, capsys, section, name):
+    zoo = write(tmp_path, "zoo.yaml", "models:\n  - name: ok_model\n    timm: resnet18\n    pretrained: false\n")
+    data = write(tmp_path, "d.yaml", "datasets:\n  - name: d\n    packaged: digits\n")
+    bad = {"models": zoo, "datasets": data}[section]
+    source = "    timm: resnet18\n    pretrained: false\n" if section == "models" else "    packaged: digits\n"
+    bad.write_text(bad.read_text() + f"  - name: '{name}'\n" + source)  # the second entry, at line 5 / 4
+    out = tmp_path / "out"
+    assert main(["run", "--zoo", str(zoo), "--datasets", str(data), "--out", str(out), "--protocols", "knn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"bench: error: {bad}:")
+    line = 5 if section == "models" else 4
+    assert f"{bad}:{line}:" in err and repr(name) in err and "not a path" in err and "rename it, e.g. '" in err
+    assert main(["validate", "--zoo", str(zoo), "--datasets", str(data)]) == 2
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob("escaped*")) and not list(out.rglob("*.json"))
+
+
+def test_names_with_dots_dashes_and_plus_are_fine(tmp_path):
+    zoo = write(tmp_path, "zoo.yaml", "models:\n  - name: vit-s16.dino+ft_v2\n    timm: resnet18\n"
+                                      "    pretrained: false\n")
+    assert load_zoo(zoo).models[0].name == "vit-s16.dino+ft_v2"

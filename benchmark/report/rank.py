@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError
+from ..paths import under
 from .args import add_rank_args  # noqa: F401  (kept importable from here)
 from .load import load_records, seed_summary
 from .pool import add_pool_scores
@@ -21,11 +22,17 @@ def _dataset_config(args):
             return cfg, args.dataset
     path = Path(args.dataset).expanduser()
     if path.is_dir():
+        from ..checks import NAME, suggested_name
         from ..config import RULES
         problem = RULES[DatasetEntry]["resolution"].problem(args.resolution)
         if problem:
             raise ConfigError(f"--resolution {problem}")
-        entry = DatasetEntry(name=path.name, folder=str(path), resolution=args.resolution)
+        name = path.resolve().name  # '.', '..' and 'a/..' name the folder they resolve to
+        problem = NAME.problem(name)
+        if problem:  # the folder's name becomes the records' folder and rank_<name>.csv
+            raise ConfigError(f"--dataset folder '{path}': its name {problem}; rename the folder (e.g. "
+                              f"'{suggested_name(name)}') or give it an entry with such a name in --datasets")
+        entry = DatasetEntry(name=name, folder=str(path), resolution=args.resolution)
         _check_folder(entry)
         return DatasetsConfig("<bench rank>", [entry], Settings(), {}), entry.name
     raise ConfigError(f"dataset '{args.dataset}' is neither an entry of {args.datasets or '(no --datasets given)'} "
@@ -76,7 +83,7 @@ def rank(args) -> int:
     table.insert(0, "rank", range(1, len(table) + 1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"rank_{name}.csv"
+    path = under(out, f"rank_{name}.csv", what="--out file")
     table.to_csv(path, index=False)
     print(f"Ranking of {len(table)} models on '{name}' by {key} "
           f"({'higher' if first.higher_is_better else 'lower'} is better; {s.ok} cells computed, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..paths import safe_file_name, under
 from ..records import iter_records
 
 
@@ -34,8 +35,9 @@ def transfer_section(out, root, draw=True) -> tuple[list, list]:
             continue
         if draw:
             for (dataset, protocol), g in sub.groupby(["dataset", "protocol"]):
-                name = f"transfer_{key}_{dataset}_{protocol}.png"
-                fn(g, key, dataset, protocol, out / name)
+                # names read from record files: made file-safe and kept under the report folder
+                name = f"transfer_{key}_{safe_file_name(dataset)}_{safe_file_name(protocol)}.png"
+                fn(g, key, dataset, protocol, under(out, name, what="figure"))
                 figs.append(name)
         if key == "barrier":
             for r in sub.itertuples():
