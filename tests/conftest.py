@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -33,3 +34,15 @@ def clusters(n_per_class=40, k=4, d=16, spread=1.0, sep=10.0, seed=0):
     y = torch.arange(k).repeat_interleave(n_per_class)
     x = centres[y] + spread * torch.randn(len(y), d, generator=g)
     return x, y
+
+
+REFERENCE = Path(__file__).resolve().parent / "reference"  # values the tests compare against, in the repo
+
+
+def reference_file(*parts) -> Path:
+    """A file of tests/reference (see its PROVENANCE.md). Missing is a failure, never a skip: a suite that skips
+    its reference comparisons would pass without checking what the README advertises."""
+    path = REFERENCE.joinpath(*parts)
+    if not path.is_file():
+        pytest.fail(f"reference file missing: {path}; restore tests/reference from git (see PROVENANCE.md)")
+    return path

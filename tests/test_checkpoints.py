@@ -352,11 +352,13 @@ def zoo_rules() -> dict:
     from pathlib import Path
 
     import yaml
+
+    from benchmark.config import YamlLoader
     text = (Path(__file__).parents[1] / "model_zoo.yaml").read_text()
     body = "\n".join(line.replace("  # ", "  ", 1) if re.match(r"  # (- name:|  \w+:)", line) else line
                      for line in text.splitlines())
     return {m["name"]: {k: v for k, v in m.items() if k not in ("name", "checkpoint", "arch", "notes")}
-            for m in yaml.safe_load(body)["models"] if "checkpoint" in m}
+            for m in yaml.load(body, Loader=YamlLoader)["models"] if "checkpoint" in m}
 
 
 def test_shipped_zoo_rules_load_the_authors_layouts(tmp_path):

@@ -1,15 +1,13 @@
 """Analytic transferability estimators: equal to the authors' code on fixed inputs (values in
-../shared/reference/estimators, produced by running that code), planted structure, invariances, the
-pool-relative combine, and the not-applicable path of LEEP on a model without a classifier."""
+tests/reference/estimators, produced by running that code: tests/reference/PROVENANCE.md), planted structure,
+invariances, the pool-relative combine, and the not-applicable path of LEEP on a model without a classifier."""
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import clusters
+from conftest import clusters, reference_file
 
 from benchmark.cli import main
 from benchmark.errors import CellError
@@ -21,20 +19,14 @@ from benchmark.proxies.leep import eep_value
 from benchmark.proxies.parc import parc_value, spearman_exact
 from benchmark.proxies.transrate import transrate_value
 
-REF = Path(os.environ.get("BENCH_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
-REF = REF / "estimators"
 ESTIMATORS = ["logme", "hscore", "reg_hscore", "transrate", "leep", "nce", "nleep", "sfda", "parc", "gbc",
               "ncti", "etran"]
 
 
 @pytest.fixture(scope="module")
 def ref():
-    if not (REF / "reference_scores.csv").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"estimator reference values missing at {REF}")
-        pytest.skip(f"estimator reference values not found at {REF} (set BENCH_REFERENCE_DIR)")
-    cases = np.load(REF / "cases.npz")
-    table = pd.read_csv(REF / "reference_scores.csv")
+    cases = np.load(reference_file("estimators", "cases.npz"))
+    table = pd.read_csv(reference_file("estimators", "reference_scores.csv"))
     return cases, {(r.method, r.case): (r.value, r.notes) for r in table.itertuples()}
 
 
@@ -355,3 +347,13 @@ def test_pca_subset_eigensolver_equals_sklearn_full_pca_and_the_shared_path():
     assert moments.peek(x, "top_eigh8") is None
     np.testing.assert_allclose(np.abs(proj2.numpy()), np.abs(proj.numpy()), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(var2.numpy(), var.numpy(), rtol=1e-10)
+
+
+def test_every_reference_file_is_in_the_repository_and_a_missing_one_fails_not_skips():
+    from conftest import REFERENCE
+    for name in ("estimators/cases.npz", "estimators/reference_scores.csv", "tllib/scores_long.csv",
+                 "tllib/reported_correlations.csv"):
+        assert (REFERENCE / name).stat().st_size > 0
+        assert name.split("/")[-1] in (REFERENCE / "PROVENANCE.md").read_text()
+    with pytest.raises(pytest.fail.Exception, match="reference file missing"):
+        reference_file("estimators", "no_such.csv")

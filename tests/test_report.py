@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -6,21 +5,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from conftest import REFERENCE, reference_file
+
 from benchmark.cli import main
 from benchmark.records import write_record
 from benchmark.report.stats import bootstrap_ci, correlations, selection
 from benchmark.report.tables import ProxyMeta, correlation_table
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tllib"
+REF = REFERENCE / "tllib"  # the published tables, in the repository (tests/reference/PROVENANCE.md)
 
 
 def require_reference():
-    """The published tables live beside the checkout (../shared/reference). CI always has them, so their
-    absence fails there; a user's clone without them skips this one test and says why."""
-    if not (REF / "scores_long.csv").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"reference tables missing at {REF}")
-        pytest.skip(f"published reference tables not found at {REF}")
+    """Fails (never skips) when a table is missing."""
+    for name in ("scores_long.csv", "reported_correlations.csv"):
+        reference_file("tllib", name)
 
 
 def test_statistics_match_scipy_with_and_without_ties():
