@@ -99,23 +99,30 @@ def torchvision_source(entry: DatasetEntry) -> SourceData:
 
 @DATASET_SOURCES.register("folder")
 def folder_source(entry: DatasetEntry) -> SourceData:
-    from torchvision.datasets import ImageFolder
+    from .folder_scan import Scan, ScannedImageFolder, report_skipped
     root = Path(entry.folder).expanduser()
     if not (root / "train").is_dir():
         raise ConfigError(f"dataset '{entry.name}': folder '{root}' has no train/ subfolder; "
                           f"lay it out as train/<class>/*.jpg (val/ and test/ optional)")
+    scan = Scan(root.resolve())  # links are followed only inside it, never round a loop (folder_scan.py)
     splits, classes = {}, None
     for split in ("train", "val", "test"):
         if (root / split).is_dir():
-            ds = ImageFolder(str(root / split))
+            try:
+                ds = ScannedImageFolder(root / split, scan)
+            except ConfigError as e:
+                raise ConfigError(f"dataset '{entry.name}': {e}") from None
             if classes is not None and ds.classes != classes:
                 raise ConfigError(f"dataset '{entry.name}': {root / split} has classes {ds.classes[:5]}… that differ "
                                   f"from train/; every split needs the same class folders")
             classes = ds.classes
             splits[split] = SourceSplit(ds, np.asarray(ds.targets, dtype=np.int64))
+    report_skipped(entry.name, scan)
     files = [path for s in splits.values() for path, _ in s.data.samples]
-    return SourceData(splits, classes, {"source": "folder", "path": str(root.resolve()),
-                                        "files": files_fingerprint(root, files)})
+    identity = {"source": "folder", "path": str(root.resolve()), "files": files_fingerprint(root, files)}
+    if scan.skipped:  # which links were left out is part of what the samples are
+        identity["skipped_links"] = len(scan.skipped)
+    return SourceData(splits, classes, identity)
 
 
 def _require(module: str, dist: str, entry: DatasetEntry):
