@@ -122,6 +122,12 @@ def _check_ranges(obj, raw: dict, path, where: str) -> None:
             raise ConfigError(f"{path}:{line}: {where}: {key} {problem}")
 
 
+# Largest side in pixels: every image of a dataset is decoded once into a uint8 store of N x 3 x R x R bytes, so
+# R = 100,000 would ask for 30 GB per image (a 1.5 TB file for a small set); 4096 is beyond any transfer benchmark.
+MAX_SIDE = 4096
+SIDE_WHY = (f" (the pixel store holds every image at this size: N × 3 × R² bytes; "
+            f"above {MAX_SIDE} it no longer fits in memory or on disk)")
+
 # The names both timm's create_transform and torchvision's InterpolationMode accept.
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 
@@ -167,7 +173,8 @@ NOT_IN_IDENTITY = ("meta", "max_checkpoint_gb")
 
 RULES[ModelEntry] = dict(
     strip_prefix=list_of(STRING, min_len=0), rename=list_of(pair_of(REGEX, STRING), min_len=0),
-    drop=list_of(REGEX, min_len=0), input_size=optional(integer(8), "empty (the model's native size)"),
+    drop=list_of(REGEX, min_len=0),
+    input_size=optional(integer(8, MAX_SIDE, why=SIDE_WHY), "empty (the model's native size)"),
     mean=optional(list_of(number(), length=3), "empty (the model's own)"),
     std=optional(list_of(positive(), length=3), "empty (the model's own)"),
     interpolation=optional(one_of(*INTERPOLATIONS), "empty (the model's own)"),
@@ -198,7 +205,7 @@ class DatasetEntry:
 
 
 RULES[DatasetEntry] = dict(
-    resolution=optional(integer(8), "empty (the model's native size)"),
+    resolution=optional(integer(8, MAX_SIDE, why=SIDE_WHY), "empty (the model's native size)"),
     val_fraction=number(0, 1, lo_open=True, hi_open=True), split_seed=integer(0),
     max_train_per_class=optional(integer(1), "empty (no cap)"),
     max_test_per_class=optional(integer(1), "empty (no cap)"),

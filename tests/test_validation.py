@@ -50,7 +50,8 @@ BAD = [
     ("linear", "wds", "[]"), ("linear", "wds", "[1.0, -1]"), ("linear", "tol", "0"),
     ("model", "interpolation", "cubicc"), ("model", "mean", "[0.5, 0.5]"), ("model", "std", "[0.5, 0, 0.5]"),
     ("model", "crop_pct", "0"), ("model", "crop_pct", "1.5"), ("model", "input_size", "0"),
-    ("model", "drop", "['fc(']"),
+    ("model", "drop", "['fc(']"), ("dataset", "resolution", "100000"), ("model", "input_size", "5000"),
+    ("model", "max_checkpoint_gb", "0"), ("model", "max_checkpoint_gb", "-1"),
 ]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -61,6 +62,16 @@ def _positive(s: str) -> int:
         raise argparse.ArgumentTypeError(f"wants a positive integer, got '{s}'") from None
 
 
+def _seconds(s: str) -> float:
+    """--wait-timeout: a finite number of seconds >= 0."""
+    try:
+        v = float(s)
+        assert math.isfinite(v) and v >= 0
+    except (ValueError, AssertionError):
+        raise argparse.ArgumentTypeError(f"wants a number of seconds >= 0, got '{s}'") from None
+    return v
+
+
 def add_launch_args(p: argparse.ArgumentParser) -> None:
     d = SlurmOptions()
     g = p.add_argument_group("launching (through submitit)")
@@ -70,7 +81,8 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
                    help="array tasks (default: one per (model, dataset) group)")
     g.add_argument("--wait", action="store_true",
                    help="stay attached: progress bar over finished cells and task states (local always waits)")
-    g.add_argument("--wait-timeout", type=float, default=None, help="stop waiting after this many seconds")
+    g.add_argument("--wait-timeout", type=_seconds, default=None,
+                   help="stop waiting after this many seconds (>= 0; default: wait until every task ends)")
     g.add_argument("--partition", default=d.partition)
     g.add_argument("--gpus-per-task", type=int, default=d.gpus_per_task, help=f"default {d.gpus_per_task}")
     g.add_argument("--cpus-per-task", type=_positive, default=d.cpus_per_task, help=f"default {d.cpus_per_task}")

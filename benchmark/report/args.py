@@ -2,6 +2,19 @@
 imports neither pandas, scipy nor torch (`bench --help` in a fraction of a second)."""
 from __future__ import annotations
 
+import argparse
+
+
+def _bootstrap(s: str) -> int:
+    """--bootstrap: resamples for the intervals, >= 1, or 0 for none."""
+    try:
+        n = int(s)
+        assert n >= 0
+    except (ValueError, AssertionError):
+        raise argparse.ArgumentTypeError(f"wants a number of resamples >= 1 (e.g. 1000), or 0 for no intervals, "
+                                         f"got '{s}'") from None
+    return n
+
 
 def add_report_args(ap):
     ap.add_argument("--results", default="results", help="records directory written by bench run")
@@ -10,7 +23,9 @@ def add_report_args(ap):
     ap.add_argument("--proxies", help="comma-separated proxies (default: every other protocol)")
     ap.add_argument("--transform", choices=["none", "logit"], default="none",
                     help="logit(v/100) on percentage scores before Pearson (Kornblith et al. 2019)")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    ap.add_argument("--bootstrap", type=_bootstrap, default=1000,
+                    help="bootstrap resamples for the 95%% intervals (default 1000); 0 turns the intervals off "
+                         "(their columns are then empty)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--table", help="a published long table (model, dataset, metric, value) instead of records")
     ap.add_argument("--proxy", help="with --table: comma-separated metrics to correlate with --target")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, unknown_name
@@ -17,30 +18,56 @@ def _flag_list(value: str | None) -> list[str]:
     return [m.strip() for m in (value or "").split(",") if m.strip()]
 
 
+def _rows(df: pd.DataFrame, mask) -> str:
+    """'rows 3, 7 (m × d × acc)' for the file lines (header = line 1) of the masked rows, the first few named."""
+    idx = mask.to_numpy().nonzero()[0]
+    named = ", ".join(f"line {i + 2} ({df.model.iloc[i]} × {df.dataset.iloc[i]} × {df.metric.iloc[i]})"
+                      for i in idx[:3])
+    return named + (f" and {len(idx) - 3} more" if len(idx) > 3 else "")
+
+
 def read_table(path) -> pd.DataFrame:
-    """The table with a numeric `value` column; malformed files and non-numeric values -> ConfigError."""
+    """The table with a numeric `value` column; malformed files, non-numeric or non-finite values and repeated
+    (model, dataset, metric[, seed]) rows -> ConfigError naming the rows. An empty value is a missing number."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: table not found")
-    try:
-        df = pd.read_csv(path, dtype={"model": str, "dataset": str, "metric": str})
+    try:  # everything as text: 'nan', 'NA' or 'null' are then what the file says, not pandas' missing values
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}: malformed CSV ({first}); it needs one header row {','.join(NEED)} and "
                           f"one row per model, dataset and metric") from None
     if not set(NEED) <= set(df.columns):
         raise ConfigError(f"{path}: needs columns {list(NEED)}, has {list(df.columns)}")
-    values = pd.to_numeric(df.value, errors="coerce")
-    bad = values.isna() & df.value.notna()
+    if df.empty:
+        raise ConfigError(f"{path}: has a header but no rows; add one row per model, dataset and metric")
+    for col in ("model", "dataset", "metric"):
+        empty = df[col].str.strip() == ""
+        if empty.any():
+            i = int(empty.to_numpy().nonzero()[0][0])
+            raise ConfigError(f"{path}:{i + 2}: empty {col}; every row needs a model, dataset and metric")
+    text = df.value.str.strip()
+    values = pd.to_numeric(text.where(text != ""), errors="coerce")
+    nonfinite = values.isin([np.inf, -np.inf]) | text.str.lower().isin(["nan", "+nan", "-nan"])
+    if nonfinite.any():
+        raise ConfigError(f"{path}: {_rows(df, nonfinite)}: value is not finite (NaN or inf); a NaN/inf score is "
+                          f"never a result — fix the number, or leave the value empty if it is missing")
+    bad = values.isna() & (text != "")
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
         raise ConfigError(f"{path}:{i + 2}: value {df.value.iloc[i]!r} of {df.model.iloc[i]} × {df.dataset.iloc[i]}"
                           f" × {df.metric.iloc[i]} is not a number ({int(bad.sum())} such row(s)); fix or empty it")
-    for col in ("model", "dataset", "metric"):
-        if df[col].isna().any():
-            i = int(df[col].isna().to_numpy().nonzero()[0][0])
-            raise ConfigError(f"{path}:{i + 2}: empty {col}; every row needs a model, dataset and metric")
-    return df.assign(value=values)
+    key = ["model", "dataset", "metric"] + (["seed"] if "seed" in df.columns else [])
+    dup = df.duplicated(key, keep=False)
+    if dup.any():
+        raise ConfigError(f"{path}: {_rows(df, dup)}: the same ({', '.join(key)}) appears on more than one row; "
+                          f"keep one row per {', '.join(key)}" + ("" if "seed" in key else
+                                                                  " (or add a seed column for repeated runs)"))
+    df = df.assign(value=values)
+    if "seed" in df.columns:  # repeated runs: their mean per (model, dataset, metric), as records' seed means
+        df = df.groupby(["model", "dataset", "metric"], as_index=False, sort=False)["value"].mean()
+    return df
 
 
 def _check_percent(df: pd.DataFrame, metric: str, path, why: str) -> None:
