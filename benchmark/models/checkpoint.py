@@ -70,7 +70,7 @@ def checkpoint_source(entry: ModelEntry, resolution: int | None = None) -> Loade
                 "timm_kwargs": entry.timm_kwargs}
     notes = []
     if entry.pretrained:  # a random twin never reads the file
-        obj, how = load_checkpoint_file(path, entry.trust_pickle, entry.name)
+        obj, how = load_checkpoint_file(path, entry.trust_pickle, entry.name, max_gb=entry.max_checkpoint_gb)
         sd, notes, used = fit_state_dict(entry, obj, module)
         load_strict(module, sd, entry.name)
         identity.update(unpickle=how["unpickle"], state_dict_key_used=used)
@@ -82,14 +82,16 @@ def checkpoint_source(entry: ModelEntry, resolution: int | None = None) -> Loade
 
 def key_problem(entry: ModelEntry) -> str | None:
     """Why the entry's (local or cached) file would not load into its arch, or None; builds no features and runs
-    nothing from the file. The arch is built on the meta device: only key names and shapes are compared."""
+    nothing from the file, even under `trust_pickle: true` (`bench validate` is a static check: the file is read
+    with the restricted unpickler, whose stubs keep the structure). The arch is built on the meta device: only key
+    names and shapes are compared."""
     if not entry.pretrained:
         return None
     path, _ = locate(entry, download=False)
     if path is None:
         return None
     try:
-        obj, _ = load_checkpoint_file(path, entry.trust_pickle, entry.name)
+        obj, _ = load_checkpoint_file(path, False, entry.name, max_gb=entry.max_checkpoint_gb)
         with torch.device("meta"):
             module = build_arch(entry)
         sd, _, _ = fit_state_dict(entry, obj, module)

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import torch
 
+from ..config import ModelEntry
 from ..errors import CellError
+from .file_check import check_checkpoint_file
+
+DEFAULT_MAX_GB = ModelEntry.max_checkpoint_gb
 
 # Python's pickle VM also calls append/extend/__setitem__/__setstate__ on the objects it builds: stubs accept and
 # keep them, so a stubbed object in a list, dict or BUILD opcode cannot fail the load or reach real code.
@@ -86,16 +90,25 @@ def restricted_pickle_module(stubbed: set) -> types.ModuleType:
     return mod
 
 
-def load_checkpoint_file(path: Path, trust_pickle: bool, model: str, mmap: bool = False) -> tuple[object, dict]:
-    """(object in the file, how it was read): {'unpickle': 'weights_only' | 'restricted' | 'full', 'stubbed': [...]}."""
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def load_checkpoint_file(path: Path, trust_pickle: bool, model: str, mmap: bool = False,
+                         max_gb: float = DEFAULT_MAX_GB) -> tuple[object, dict]:
+    """(object in the file, how it was read): {'unpickle': 'weights_only' | 'restricted' | 'full', 'stubbed': [...]}.
+    The file's format and expanded size are checked first (file_check.py); trust_pickle=False never runs code."""
+    check_checkpoint_file(path, max_gb, model)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), {"unpickle": "weights_only"}
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Weights only load failed" not in str(e):
-            raise CellError(f"model '{model}': cannot read checkpoint {path}: {first}") from None
-    except Exception as e:  # truncated zip, not a torch file...
-        raise CellError(f"model '{model}': cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+            raise CellError(f"model '{model}': {path} is not a PyTorch checkpoint or is damaged "
+                            f"({_first_line(e)}); replace the file") from None
+    except Exception as e:  # noqa: BLE001 - whatever torch's parser trips on inside a damaged file
+        raise CellError(f"model '{model}': {path} is not a PyTorch checkpoint or is damaged ({_first_line(e)}); "
+                        f"replace the file") from None
     if trust_pickle:
         try:  # the entry said so: the file may import and call anything
             return torch.load(path, map_location="cpu", weights_only=False), {"unpickle": "full"}
