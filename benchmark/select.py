@@ -7,13 +7,12 @@ Successive halving over epochs is not implemented: candidates are fine-tuned in 
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from .select_core import best_proxy, evidence, order_models, parse_budget
 
 
 def add_select_args(ap):
@@ -28,56 +27,6 @@ def add_select_args(ap):
     ap.add_argument("--out", default="reports")
     ap.add_argument("--device", default=None)
     ap.add_argument("--resolution", type=int, default=None, help="input resolution for a folder dataset")
-
-
-def parse_budget(text: str) -> float:
-    """Seconds from '4h', '90m', '3600s' or a bare number of hours."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([hms]?)\s*", str(text))
-    if not m:
-        raise ConfigError(f"--budget '{text}': write a duration such as 4h, 90m or 3600s")
-    return float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "": 3600}[m.group(2)]
-
-
-def evidence(results, target: str, proxies=None):
-    """(per model x dataset x protocol seed means of the primary metric, cost in seconds per cell, ProxyMeta)."""
-    from .report.cli import _proxy_meta
-    from .report.cost import load_costs, seconds
-    from .report.load import load_records, seed_summary
-    long, cells = load_records(results)
-    if cells.empty:
-        raise ConfigError(f"{results}: no records found; run 'bench run' first or pass --results")
-    primary = cells.groupby("protocol").primary.first().to_dict()
-    summ = seed_summary(long)
-    summ = summ[summ.protocol.map(primary) == summ.metric]
-    if target not in set(summ.protocol):
-        raise ConfigError(f"{results}: no ok records of the target '{target}'; pass --target with one of "
-                          f"{sorted(summ.protocol.unique())}")
-    if proxies:
-        summ = summ[summ.protocol.isin(set(proxies) | {target})]
-    costs = load_costs(results)
-    costs["sec"] = seconds(costs)[0]
-    cost = costs.groupby(["model", "dataset", "protocol"]).sec.median().rename("cost_s").reset_index()
-    return summ[["model", "dataset", "protocol", "mean"]], cost, _proxy_meta(cells)
-
-
-def best_proxy(summ, meta, target: str, exclude: str | None = None) -> tuple[str | None, pd.Series]:
-    """The proxy with the highest mean in-domain Kendall τ on the datasets other than `exclude`."""
-    from .report.tables import correlation_table
-    s = summ[summ.dataset != exclude]
-    tgt = s[s.protocol == target][["model", "dataset", "mean"]].rename(columns={"mean": "target"})
-    sc = s[s.protocol != target].rename(columns={"protocol": "proxy", "mean": "score"})
-    corr = correlation_table(sc, tgt, meta, target, n_boot=0)
-    if corr.empty:
-        return None, pd.Series(dtype=float)
-    ranking = corr.groupby("proxy").kendall.mean().dropna().sort_values(ascending=False)
-    return (ranking.index[0] if len(ranking) else None), ranking
-
-
-def order_models(scores: pd.Series, higher_is_better: bool) -> list:
-    """Models by the proxy, best first; ties broken by name so the order is reproducible."""
-    df = scores.dropna().rename("s").reset_index()
-    df["s"] = df.s * (1 if higher_is_better else -1)
-    return list(df.sort_values(["s", df.columns[0]], ascending=[False, True]).iloc[:, 0])
 
 
 def simulate(summ, cost, meta, target: str, budgets_s=()) -> pd.DataFrame:

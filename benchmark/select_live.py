@@ -22,7 +22,7 @@ def run_live(args, summ, cost, meta, out) -> int:
     from .report.rank import _dataset_config
     from .report.tables import to_markdown
     from .runner import RunOptions, run_grid
-    from .select import best_proxy, order_models, parse_budget
+    from .select_core import best_proxy, order_models, parse_budget
     if not args.dataset:
         raise ConfigError("bench select: pass --dataset NEW (or --simulate --results DIR)")
     budget = parse_budget(args.budget)

@@ -25,6 +25,12 @@ class Proxy:
     ranges: dict = field(default_factory=dict)  # hyperparameter -> checks.Rule, checked when the config loads
     needs_source_probs: bool = False  # takes source_probs=[N, C_s], the source classifier's probabilities
     combine: Callable | None = None  # pool-relative: list of per-model component dicts -> list of scores
+    # The best value `primary` can take (a number, or a function of (num_classes, feature_dim)); None: unbounded.
+    # Models at it cannot be told apart by this proxy: `bench rank` flags a pool saturated there.
+    best: Callable | float | None = None
+
+    def best_possible(self, num_classes: int, feature_dim: int) -> float | None:
+        return self.best(num_classes, feature_dim) if callable(self.best) else self.best
 
     def __call__(self, train_x, train_y, test_x=None, test_y=None, **hp) -> dict:
         return self.fn(train_x, train_y, test_x, test_y, **hp)
@@ -32,11 +38,12 @@ class Proxy:
 
 def register_proxy(name: str, *, primary: str, higher_is_better: bool, needs_test: bool = True,
                    percent: bool = False, hp_keys: tuple = (), ranges: dict | None = None,
-                   needs_source_probs: bool = False, combine: Callable | None = None):
+                   needs_source_probs: bool = False, combine: Callable | None = None,
+                   best: Callable | float | None = None):
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0]
         PROXIES.register(name)(Proxy(name, fn, primary, higher_is_better, needs_test, percent, hp_keys, doc,
-                                     dict(ranges or {}), needs_source_probs, combine))
+                                     dict(ranges or {}), needs_source_probs, combine, best))
         return fn
     return deco
 

@@ -58,14 +58,20 @@ def reg_hscore_value(x, y) -> float:
     return (1 - shrink) * _trace_pinv((1 - shrink) * lam / len(x) + shrink * mu, v, _between(float64(x), y), 1e-15)
 
 
-@register_proxy("hscore", primary="hscore", higher_is_better=True, needs_test=False)
+def _rank_of_between(num_classes: int, feature_dim: int) -> float:
+    """The H-scores' maximum: tr(pinv(C) cov g) <= rank(cov g) <= min(K-1, D), reached when the classes are
+    separated exactly in the span of the features (e.g. N < D: hscore = K-1 for every model)."""
+    return float(min(num_classes - 1, feature_dim))
+
+
+@register_proxy("hscore", primary="hscore", higher_is_better=True, needs_test=False, best=_rank_of_between)
 def hscore(train_x, train_y, test_x=None, test_y=None, **_):
     """H-score (Bao et al. 2019): tr(pinv(cov f) · cov(E[f|y])); affine-invariant, range 0..min(K−1, D)."""
     check_inputs(train_x, train_y, "hscore")
     return {"hscore": hscore_value(train_x, train_y)}
 
 
-@register_proxy("reg_hscore", primary="reg_hscore", higher_is_better=True, needs_test=False)
+@register_proxy("reg_hscore", primary="reg_hscore", higher_is_better=True, needs_test=False, best=_rank_of_between)
 def reg_hscore(train_x, train_y, test_x=None, test_y=None, **_):
     """Shrinkage H-score (Ibrahim et al. 2022): H-score with the Ledoit–Wolf feature covariance."""
     check_inputs(train_x, train_y, "reg_hscore")

@@ -31,7 +31,7 @@ def knn_predict(train_x, train_y, test_x, k=20, temperature=0.07, chunk=1024, n_
     return votes.argmax(1)
 
 
-@register_proxy("knn", primary="top1", higher_is_better=True, percent=True, hp_keys=("k", "temperature"),
+@register_proxy("knn", primary="top1", higher_is_better=True, percent=True, hp_keys=("k", "temperature"), best=100.0,
                 ranges=dict(k=integer(1), temperature=positive(), chunk=integer(1)))
 def knn(train_x, train_y, test_x=None, test_y=None, *, k=20, temperature=0.07, chunk=1024, val_x=None,
         val_y=None):

@@ -60,7 +60,7 @@ def sfda_value(x, y) -> float:
     return prob2.gather(1, pos[:, None]).mean().item()
 
 
-@register_proxy("sfda", primary="sfda", higher_is_better=True, needs_test=False)
+@register_proxy("sfda", primary="sfda", higher_is_better=True, needs_test=False, best=1.0)  # a mean probability
 def sfda(train_x, train_y, test_x=None, test_y=None, **_):
     """SFDA (Shao et al. 2022): regularised Fisher discriminant with ConfMix, mean true-class probability."""
     check_inputs(train_x, train_y, "sfda")

@@ -45,13 +45,36 @@ def add_report_args(ap):
 DEFAULT_RANK_PROXIES = "linear,knn,logme,hscore,reg_hscore,transrate,leep,nce,sfda,parc,gbc,ncti,etran"
 
 
+def _positive_int(s: str) -> int:
+    import argparse
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"wants a positive integer, got '{s}'")
+    return v
+
+
 def add_rank_args(ap):
     ap.add_argument("--zoo", default="model_zoo.yaml")
     ap.add_argument("--dataset", required=True, help="a datasets.yaml entry name, or an ImageFolder path")
     ap.add_argument("--datasets", default=None, help="datasets YAML holding the entry (and its settings)")
     ap.add_argument("--proxy", default=DEFAULT_RANK_PROXIES,
-                    help="comma-separated proxies; the first one orders the table")
+                    help="comma-separated proxies to compute (default: %(default)s)")
     ap.add_argument("--resolution", type=int, default=None, help="input resolution for a folder dataset")
-    ap.add_argument("--results", default="results", help="records directory (shared with bench run)")
-    ap.add_argument("--out", default="reports")
+    ap.add_argument("--out", default="bench_rank",
+                    help="where this ranking goes: its records, rank.csv and rank.json in OUT/<dataset>/, the "
+                         "feature cache in OUT/.cache (default: ./bench_rank)")
+    ap.add_argument("--cache-dir", default=None,
+                    help="feature cache (default: OUT/.cache); a bench run's cache (its OUT/.cache) reuses its "
+                         "features")
+    ap.add_argument("--results", default=None,
+                    help="past records (a bench run's --out with the target on other datasets), read only: the "
+                         "proxy with the best track record there is trusted (default: linear, and it says so)")
+    ap.add_argument("--target", default=None,
+                    help="with --results: the protocol the track record is measured against (default: the "
+                         "datasets' settings.target, finetune)")
+    ap.add_argument("--bootstrap", type=_positive_int, default=1000,
+                    help="bootstrap resamples of the test images for the 95%% intervals (seed 0)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")

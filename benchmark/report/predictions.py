@@ -1,0 +1,57 @@
+"""Per-image test predictions of the accuracy-type proxies (linear probe, kNN), for `bench rank`'s bootstrap
+intervals over the test images.
+
+Records keep accuracies only, and the proxies stay pure functions returning metrics, so the predictions are made
+again here from the inputs the proxy cell read (the cached features, the seed's train draw) and the
+hyperparameters its record chose; each model's recomputed top-1 is checked against its record, and a model whose
+top-1 does not come out the same gets no interval rather than a wrong one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..proxies.knn import knn_predict
+from ..proxies.linear import Problem, _standardise, predict
+
+
+def _linear(train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
+    """The linear proxy's test path (proxies/linear.py): train+val standardised with their own statistics, one fit
+    at the recorded wd, argmax on test. It starts from zero instead of the proxy's warm start (the train-only
+    solution at that wd): the objective is strictly convex, so both reach the same optimum to the solver's
+    tolerance, and the top-1 check catches a test image that would land on the other side."""
+    (tx, ty), (vx, vy), (ex, ey) = train, val, test
+    full_x, full_y, ex = torch.cat([tx, vx]).float(), torch.cat([ty, vy]), ex.float()
+    if hp.get("standardize", True):
+        _, _, full_x, ex = _standardise(full_x, ex)
+    k = int(max(full_y.max(), ey.max())) + 1
+    prob = Problem(full_x, full_y, k)
+    params, _ = prob.fit(float(chosen["wd"]), None, hp.get("max_iter", 10000), hp.get("tol", 1e-6))
+    return predict(prob.unrotate(params, torch.float64), ex.double())
+
+
+def _knn(train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
+    """The kNN proxy exactly (proxies/knn.py): train+val as the memory bank, the recorded k and temperature."""
+    (tx, ty), (vx, vy), (ex, ey) = train, val, test
+    bank_x, bank_y = torch.cat([tx, vx]), torch.cat([ty, vy])
+    n_classes = int(max(bank_y.max(), ey.max())) + 1
+    return knn_predict(bank_x, bank_y, ex, int(chosen.get("k", hp.get("k", 20))),
+                       float(chosen.get("temperature", hp.get("temperature", 0.07))), hp.get("chunk", 1024),
+                       n_classes)
+
+
+PREDICTORS = {"linear": _linear, "knn": _knn}  # proxy -> predictions on test from (train, val, test, hp, chosen)
+
+
+def correctness(ctx, proxy: str, seed: int, record: dict, hp: dict, device) -> tuple[np.ndarray | None, str]:
+    """(per-test-image 0/1 correctness of `proxy` for ctx's model, or None; why None). `ctx` is the runner's
+    GroupContext of that (model, dataset): features come from its cache, as the proxy cell read them."""
+    train = ctx.proxy_train(seed, device)
+    val = tuple(t.to(device) for t in ctx.features("val"))
+    test = tuple(t.to(device) for t in ctx.features("test"))
+    pred = PREDICTORS[proxy](train, val, test, hp, record.get("hyperparameters") or {})
+    correct = (pred == test[1]).cpu().numpy().astype(np.float64)
+    recorded = (record.get("metrics") or {}).get("top1")
+    if recorded is None or not np.isclose(100.0 * correct.mean(), recorded, rtol=0, atol=1e-9):
+        return None, f"recomputed top-1 {100.0 * correct.mean():.2f} differs from the record's {recorded}"
+    return correct, ""
