@@ -39,7 +39,11 @@ def parse_budget(text: str) -> float:
 
 
 def evidence(results, target: str, proxies=None):
-    """(per model x dataset x protocol seed means of the primary metric, cost in seconds per cell, ProxyMeta)."""
+    """(per model x dataset x protocol seed means of the primary metric, cost in seconds per cell, ProxyMeta).
+    The means carry their dataset's noise ceiling (`ceiling_kendall`, `target_can_rank`: report/ceiling.py), as
+    `bench report` computes it from the same records."""
+    from .report.ceiling import ceiling_table
+    from .report.cli import target_per_seed
     from .report.cli import _proxy_meta
     from .report.cost import load_costs, seconds
     from .report.load import load_records, seed_summary
@@ -57,13 +61,25 @@ def evidence(results, target: str, proxies=None):
     costs = load_costs(results)
     costs["sec"] = seconds(costs)[0]
     cost = costs.groupby(["model", "dataset", "protocol"]).sec.median().rename("cost_s").reset_index()
-    return summ[["model", "dataset", "protocol", "mean"]], cost, _proxy_meta(cells)
+    ceil = ceiling_table(target_per_seed(long, target, primary.get(target, "top1")))
+    summ = summ.merge(ceil[["dataset", "ceiling_kendall", "target_can_rank"]], on="dataset", how="left")
+    return summ[["model", "dataset", "protocol", "mean", "ceiling_kendall", "target_can_rank"]], cost, \
+        _proxy_meta(cells)
+
+
+def rankable(summ) -> pd.DataFrame:
+    """The rows of datasets where the target can rank the models (or where that is unknown: one seed)."""
+    if "target_can_rank" not in summ:
+        return summ
+    from .report.ceiling import cannot_rank
+    return summ[~summ.target_can_rank.map(cannot_rank).astype(bool)]
 
 
 def best_proxy(summ, meta, target: str, exclude: str | None = None) -> tuple[str | None, pd.Series]:
-    """The proxy with the highest mean in-domain Kendall τ on the datasets other than `exclude`."""
+    """The proxy with the highest mean in-domain Kendall τ on the datasets other than `exclude`, leaving out those
+    where the target's noise ceiling says it cannot rank the models (their τ is seed noise)."""
     from .report.tables import correlation_table
-    s = summ[summ.dataset != exclude]
+    s = rankable(summ[summ.dataset != exclude])
     tgt = s[s.protocol == target][["model", "dataset", "mean"]].rename(columns={"mean": "target"})
     sc = s[s.protocol != target].rename(columns={"protocol": "proxy", "mean": "score"})
     corr = correlation_table(sc, tgt, meta, target, n_boot=0)
@@ -98,12 +114,13 @@ def simulate(summ, cost, meta, target: str, budgets_s=()) -> pd.DataFrame:
         ft_cost = np.array([c.get((m, target), np.nan) for m in order], dtype=float)
         full = float(np.nansum([c.get((m, target), np.nan) for m in acc.index]))
         best = float(acc.max())
+        ceil = here[["ceiling_kendall", "target_can_rank"]].iloc[0].to_dict() if "ceiling_kendall" in here else {}
         for k in range(1, len(order) + 1):
             spent = proxy_cost + float(np.nansum(ft_cost[:k]))
             found = float(acc[order[:k]].max())
             rows.append({"dataset": dataset, "proxy": proxy, "k": k, "picked": order[k - 1], "cost_s": spent,
                          "fraction_of_full": spent / full if full else np.nan, "best_found": found,
-                         "regret": best - found, "best_model": acc.idxmax()})
+                         "regret": best - found, "best_model": acc.idxmax(), **ceil})
         for b in budgets_s:  # the largest k whose cumulative cost fits the budget
             fits = [r for r in rows if r["dataset"] == dataset and r.get("k", 0) > 0 and r.get("budget_s") is None
                     and r["cost_s"] <= b]
@@ -127,6 +144,11 @@ def cmd_select(args) -> int:
         steps = table[table.budget_s.isna()] if "budget_s" in table else table
         print(to_markdown(steps[[c for c in ("dataset", "proxy", "k", "picked", "cost_s", "fraction_of_full",
                                              "regret") if c in steps]]))
+        from .report.ceiling import cannot_rank
+        noisy = sorted(summ[summ.target_can_rank.map(cannot_rank).astype(bool)].dataset.unique())
+        if noisy:
+            print(f"note: the target cannot rank the models on {', '.join(noisy)} (noise ceiling; see bench report): "
+                  f"those datasets do not choose the proxy, and their regret measures seed noise as much as the proxy")
         print(f"wrote {out / 'select_simulation.csv'}")
         return 0
     from .select_live import run_live

@@ -1,5 +1,6 @@
-"""A published long table (model, dataset, metric, value) read for `bench report --table`: every row checked,
-every metric's direction and scale taken from the flags or its name, never guessed silently."""
+"""A published long table (model, dataset, metric, value, optionally seed) read for `bench report --table`: every
+row checked, every metric's direction and scale taken from the flags or its name, never guessed silently. With a
+`seed` column, scores are averaged over seeds and the target's per-seed values feed the noise ceiling."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,6 +41,21 @@ def read_table(path) -> pd.DataFrame:
         if df[col].isna().any():
             i = int(df[col].isna().to_numpy().nonzero()[0][0])
             raise ConfigError(f"{path}:{i + 2}: empty {col}; every row needs a model, dataset and metric")
+    if "seed" in df.columns:
+        seeds = pd.to_numeric(df.seed, errors="coerce")
+        if seeds.isna().any():
+            i = int(seeds.isna().to_numpy().nonzero()[0][0])
+            raise ConfigError(f"{path}:{i + 2}: seed {df.seed.iloc[i]!r} is not a number; the seed column holds "
+                              f"integers (or drop the column for one seed)")
+        df = df.assign(seed=seeds.astype(int))
+    else:
+        df = df.assign(seed=0)
+    key = ["model", "dataset", "metric", "seed"]
+    dup = df.duplicated(key)
+    if dup.any():
+        i = int(dup.to_numpy().nonzero()[0][0])
+        raise ConfigError(f"{path}:{i + 2}: a second row for {df.model.iloc[i]} × {df.dataset.iloc[i]} × "
+                          f"{df.metric.iloc[i]} at seed {df.seed.iloc[i]}; add a `seed` column to tell runs apart")
     return df.assign(value=values)
 
 
@@ -53,7 +69,8 @@ def _check_percent(df: pd.DataFrame, metric: str, path, why: str) -> None:
 
 
 def scores_from_table(args):
-    """(scores, target, meta) from args.table; --percent names metrics in % on top of the recognised names."""
+    """(scores, target, meta, the target per seed) from args.table, seed means where there is a `seed` column;
+    --percent names metrics in % on top of the recognised names."""
     df = read_table(args.table)
     metrics = sorted(df.metric.unique())
     if args.target not in metrics:
@@ -71,9 +88,11 @@ def scores_from_table(args):
             if meta[p].percent:
                 _check_percent(df, p, args.table, "--percent" if p in percent else "its name")
         _check_percent(df, args.target, args.table, "the target")
-    target = df[df.metric == args.target][["model", "dataset", "value"]].rename(columns={"value": "target"})
-    scores = df[df.metric.isin(proxies)].rename(columns={"metric": "proxy", "value": "score"})
-    return scores[["model", "dataset", "proxy", "score"]], target, meta
+    per_seed = df[df.metric == args.target][["model", "dataset", "seed", "value"]].rename(columns={"value": "target"})
+    target = per_seed.groupby(["model", "dataset"], as_index=False, sort=True).target.mean()
+    scores = (df[df.metric.isin(proxies)].groupby(["model", "dataset", "metric"], as_index=False, sort=True).value
+              .mean().rename(columns={"metric": "proxy", "value": "score"}))
+    return scores[["model", "dataset", "proxy", "score"]], target, meta, per_seed.dropna(subset=["target"])
 
 
 def transform_note(meta: dict, target_name: str, transform: str) -> str:
