@@ -185,6 +185,12 @@ def _index(out, cells, corr, summ, figures, args, missing, note="", sections=())
     cols = ["proxy", "n_datasets", "kendall_mean", "weighted_tau_mean", "spearman_mean", "pearson_mean",
             "regret_top1_mean", "wins"]
     lines.append(to_markdown(summ[cols]) if not summ.empty else "_no correlations (target missing?)_\n")
+    if "target_can_rank" in corr:
+        from .ceiling import cannot_rank
+        noisy = sorted(corr[corr.target_can_rank.map(cannot_rank).astype(bool)].dataset.unique())
+        if noisy:
+            lines += [f"These means include {', '.join(noisy)}, where the target cannot rank the models (see the "
+                      f"noise ceiling below): read them with that dataset's τ as noise.", ""]
     lines += ["## Per dataset", "", to_markdown(corr[[c for c in SHOWN if c in corr]]) if not corr.empty else "", ""]
     lines += [*sections]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]

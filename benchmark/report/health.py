@@ -12,7 +12,8 @@ HEALTH_COLUMNS = ["dataset", "model", "n", "dim", "dead_columns", "constant_colu
 
 def feature_health_table(root) -> pd.DataFrame:
     """One row per (dataset, model) with any dead or constant column or all-zero row (the largest counts over its
-    records, ok or error: an error caused by dead features is where they matter most)."""
+    records, ok or error: an error caused by dead features is where they matter most); `attrs['checked']`: how
+    many (dataset, model) pairs have a record with `feature_health` at all."""
     rows = []
     for _, rec in iter_records(root):
         h = rec.get("feature_health")
@@ -20,11 +21,16 @@ def feature_health_table(root) -> pd.DataFrame:
             rows.append({"dataset": rec["dataset"], "model": rec["model"],
                          **{k: h.get(k, 0) for k in ("n", "dim", "dead_columns", "constant_columns", "zero_rows")}})
     if not rows:
-        return pd.DataFrame(columns=HEALTH_COLUMNS)
+        out = pd.DataFrame(columns=HEALTH_COLUMNS)
+        out.attrs["checked"] = 0
+        return out
     df = pd.DataFrame(rows).groupby(["dataset", "model"], as_index=False, sort=True).max()
+    checked = len(df)
     df = df[(df.dead_columns > 0) | (df.constant_columns > 0) | (df.zero_rows > 0)].copy()
     df["verdict"] = [verdict(r) for r in df.to_dict("records")]
-    return df[HEALTH_COLUMNS].reset_index(drop=True)
+    out = df[HEALTH_COLUMNS].reset_index(drop=True)
+    out.attrs["checked"] = checked
+    return out
 
 
 def verdict(r: dict) -> str:
@@ -50,9 +56,13 @@ def feature_health_section(root, out=None) -> list[str]:
     if out is not None:
         table.to_csv(out / "feature_health.csv", index=False)
     lines = ["## Dead features", ""]
+    if not table.attrs.get("checked"):
+        return lines + ["Unknown: no record carries `feature_health` (no proxy cells, or records written before "
+                        "feature extraction counted dead columns; `bench run --force` on a proxy recomputes it).", ""]
     if table.empty:
-        return lines + ["No model has an all-zero or constant feature column or an all-zero feature row on any "
-                        "dataset (counted on the train split's frozen features).", ""]
+        return lines + [f"None of the {table.attrs['checked']} model × dataset pairs with proxy records has an "
+                        f"all-zero or constant feature column or an all-zero feature row (counted on the train "
+                        f"split's frozen features).", ""]
     return lines + ["Frozen features with all-zero (dead) or constant columns, or images whose features are all zero, "
                     "per dataset (`constant_columns` includes the dead ones). Proxies on features that died entirely "
                     "are errors, not scores; partly dead features rank as they are.", "", to_markdown(table), ""]
