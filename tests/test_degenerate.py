@@ -152,3 +152,14 @@ def test_no_ok_record_of_a_small_grid_holds_a_non_finite_metric(tmp_path):
         assert r["status"] != "error" or r["error"].startswith(f"{r['protocol']}: "), r["error"]
     errors = {p for (m, p), r in recs.items() if m == "dead" and r["status"] == "error"}
     assert {"cdnv", "nc1", "logme", "ncti", "sfda", "transrate", "parc", "numerical_rank"} <= errors
+
+
+def test_an_old_ok_record_with_a_null_metric_is_recomputed(tmp_path):
+    from benchmark.records import is_done, write_record
+    p = tmp_path / "d" / "m" / "cdnv__seed0.json"
+    write_record(p, {"model": "m", "dataset": "d", "protocol": "cdnv", "seed": 0, "status": "ok",
+                     "config_hash": "h", "metrics": {"cdnv": float("nan")}})
+    assert json.loads(p.read_text())["metrics"] == {"cdnv": None} and not is_done(p, "h")
+    write_record(p, {"model": "m", "dataset": "d", "protocol": "cdnv", "seed": 0, "status": "ok",
+                     "config_hash": "h", "metrics": {"cdnv": 0.5}})
+    assert is_done(p, "h") and not is_done(p, "other")
