@@ -59,6 +59,17 @@ def extract(module, images, batch_size=128, device="cpu", amp=True, desc="featur
     return torch.cat(feats).cpu(), torch.cat(labels).cpu()
 
 
+def feature_health(features: torch.Tensor) -> dict:
+    """Counts of degenerate structure in [N, D] features: all-zero (dead) columns, constant columns (dead ones
+    included), all-zero rows. Dead features (e.g. EfficientNet-Lite2 at 32 px) make several proxies undefined;
+    the counts go into each proxy record and the report lists the models that have them."""
+    lo, hi = torch.aminmax(features, dim=0)
+    row_lo, row_hi = torch.aminmax(features, dim=1) if features.shape[1] else (features.sum(1), features.sum(1))
+    return {"dead_columns": int(((lo == 0) & (hi == 0)).sum()), "constant_columns": int((lo == hi).sum()),
+            "zero_rows": int(((row_lo == 0) & (row_hi == 0)).sum()), "dim": int(features.shape[1]),
+            "n": int(features.shape[0])}
+
+
 class FeatureCache:
     """Atomic .pt files named by the hash of their key; counts what it computed, for tests and logs."""
 
@@ -101,7 +112,8 @@ class FeatureCache:
         if not torch.isfinite(features).all():
             raise CellError(f"features for {key.get('model_name')} on {key.get('dataset_name')}/{key.get('split')} "
                             f"contain NaN/inf; check the model's normalisation or weights")
-        blob = {"features": features, "labels": labels, "key": key, "cost": cost or {}}
+        blob = {"features": features, "labels": labels, "key": key, "cost": cost or {},
+                "health": feature_health(features)}  # beside the features: readable without recomputing
         if source_probs is not False:
             blob["source_probs"] = source_probs
         torch_save(blob, self.path(key))

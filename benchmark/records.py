@@ -56,8 +56,13 @@ def read_record(path: Path) -> dict | None:
 
 
 def is_done(path: Path, config_hash: str) -> bool:
+    """A valid final record with this config hash. An `ok` record holding a null metric (a NaN written before
+    NaN metrics became errors: `_jsonable` stores NaN as null) is not valid, so a rerun recomputes it."""
     rec = read_record(path)
-    return bool(rec) and rec.get("status") in (STATUS_OK, STATUS_NA) and rec.get("config_hash") == config_hash
+    if not rec or rec.get("config_hash") != config_hash or rec.get("status") not in (STATUS_OK, STATUS_NA):
+        return False
+    values = [x for v in (rec.get("metrics") or {}).values() for x in (v if isinstance(v, list) else [v])]
+    return rec["status"] != STATUS_OK or all(x is not None for x in values)
 
 
 RECORD_KEYS = {"model", "dataset", "protocol", "status"}

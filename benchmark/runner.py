@@ -19,7 +19,8 @@ from .errors import CellError, ConfigError, NotApplicable
 from .data.augment import EvalTransform
 from .data.loader import StoredImages
 from .data.store import PixelStore, is_array_source, storage_size
-from .features import FeatureCache, extract, indices_digest
+from .features import FeatureCache, extract, feature_health, indices_digest
+from .finite import check_finite
 from .locks import CellLock
 from .seeding import cell_seed, seed_everything
 from .models import load_model
@@ -195,6 +196,8 @@ class GroupContext:
         else:
             feats, labels, _, cost = self._extract(entry, split, key)
         self.memo[memo] = (feats, labels, cost)
+        if entry is self.data_entry and ("feature_health", split) not in self.memo:  # cached or fresh alike
+            self.memo[("feature_health", split)] = feature_health(feats)
         self.costs["features_s"] += cost.get("seconds", 0.0)
         self.costs["features_images"] += cost.get("images", 0)
         return feats, labels
@@ -381,6 +384,7 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
               "config": cfg, "config_hash": h}
     try:
         metrics, chosen, extra = run_cell(ctx, c, hp)
+        check_finite(c, metrics, ctx.memo.get(("feature_health", "train")))
         record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
         if ctx._loaded is not None and not isinstance(ctx._loaded, str):  # loaded here (features may be cached)
             record.update(model_identity=ctx._loaded.identity, model_notes=ctx._loaded.notes)
@@ -401,6 +405,8 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
         summary.errors.append((c, msg))
         log(f"[error] {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {msg}")
     wall = time.perf_counter() - t0
+    if P.kind_of(c.protocol) == "proxy" and ("feature_health", "train") in ctx.memo:  # ok and error records
+        record["feature_health"] = ctx.memo[("feature_health", "train")]
     images = record.pop("images_processed", 0)
     # device_s: seconds this cell held its one device (extraction or decoding it happened to do included).
     # Features are shared by the cells of a group, so which cell pays for them depends on order; standalone_s

@@ -47,12 +47,13 @@ def simulate(summ, cost, meta, target: str, budgets_s=()) -> pd.DataFrame:
         ft_cost = np.array([c.get((m, target), np.nan) for m in order], dtype=float)
         full = float(np.nansum([c.get((m, target), np.nan) for m in acc.index]))
         best = float(acc.max())
+        ceil = here[["ceiling_kendall", "target_can_rank"]].iloc[0].to_dict() if "ceiling_kendall" in here else {}
         for k in range(1, len(order) + 1):
             spent = proxy_cost + float(np.nansum(ft_cost[:k]))
             found = float(acc[order[:k]].max())
             rows.append({"dataset": dataset, "proxy": proxy, "k": k, "picked": order[k - 1], "cost_s": spent,
                          "fraction_of_full": spent / full if full else np.nan, "best_found": found,
-                         "regret": best - found, "best_model": acc.idxmax()})
+                         "regret": best - found, "best_model": acc.idxmax(), **ceil})
         for b in budgets_s:  # the largest k whose cumulative cost fits the budget
             fits = [r for r in rows if r["dataset"] == dataset and r.get("k", 0) > 0 and r.get("budget_s") is None
                     and r["cost_s"] <= b]
@@ -76,6 +77,11 @@ def cmd_select(args) -> int:
         steps = table[table.budget_s.isna()] if "budget_s" in table else table
         print(to_markdown(steps[[c for c in ("dataset", "proxy", "k", "picked", "cost_s", "fraction_of_full",
                                              "regret") if c in steps]]))
+        from .report.ceiling import cannot_rank
+        noisy = sorted(summ[summ.target_can_rank.map(cannot_rank).astype(bool)].dataset.unique())
+        if noisy:
+            print(f"note: the target cannot rank the models on {', '.join(noisy)} (noise ceiling; see bench report): "
+                  f"those datasets do not choose the proxy, and their regret measures seed noise as much as the proxy")
         print(f"wrote {out / 'select_simulation.csv'}")
         return 0
     from .select_live import run_live

@@ -18,8 +18,11 @@ def parse_budget(text: str) -> float:
 
 
 def evidence(results, target: str, proxies=None):
-    """(per model x dataset x protocol seed means of the primary metric, cost in seconds per cell, ProxyMeta)."""
-    from .report.cli import _proxy_meta
+    """(per model x dataset x protocol seed means of the primary metric, cost in seconds per cell, ProxyMeta).
+    The means carry their dataset's noise ceiling (`ceiling_kendall`, `target_can_rank`: report/ceiling.py), as
+    `bench report` computes it from the same records."""
+    from .report.ceiling import ceiling_table
+    from .report.cli import _proxy_meta, target_per_seed
     from .report.cost import load_costs, seconds
     from .report.load import load_records, seed_summary
     long, cells = load_records(results)
@@ -36,13 +39,25 @@ def evidence(results, target: str, proxies=None):
     costs = load_costs(results)
     costs["sec"] = seconds(costs)[0]
     cost = costs.groupby(["model", "dataset", "protocol"]).sec.median().rename("cost_s").reset_index()
-    return summ[["model", "dataset", "protocol", "mean"]], cost, _proxy_meta(cells)
+    ceil = ceiling_table(target_per_seed(long, target, primary.get(target, "top1")))
+    summ = summ.merge(ceil[["dataset", "ceiling_kendall", "target_can_rank"]], on="dataset", how="left")
+    return summ[["model", "dataset", "protocol", "mean", "ceiling_kendall", "target_can_rank"]], cost, \
+        _proxy_meta(cells)
+
+
+def rankable(summ) -> pd.DataFrame:
+    """The rows of datasets where the target can rank the models (or where that is unknown: one seed)."""
+    if "target_can_rank" not in summ:
+        return summ
+    from .report.ceiling import cannot_rank
+    return summ[~summ.target_can_rank.map(cannot_rank).astype(bool)]
 
 
 def best_proxy(summ, meta, target: str, exclude: str | None = None) -> tuple[str | None, pd.Series]:
-    """The proxy with the highest mean in-domain Kendall τ on the datasets other than `exclude`."""
+    """The proxy with the highest mean in-domain Kendall τ on the datasets other than `exclude`, leaving out those
+    where the target's noise ceiling says it cannot rank the models (their τ is seed noise)."""
     from .report.tables import correlation_table
-    s = summ[summ.dataset != exclude]
+    s = rankable(summ[summ.dataset != exclude])
     tgt = s[s.protocol == target][["model", "dataset", "mean"]].rename(columns={"mean": "target"})
     sc = s[s.protocol != target].rename(columns={"protocol": "proxy", "mean": "score"})
     corr = correlation_table(sc, tgt, meta, target, n_boot=0)

@@ -33,6 +33,12 @@ def run_live(args, summ, cost, meta, out) -> int:
         raise ConfigError(f"{args.results}: no proxy has records on a dataset with '{args.target}' records; run "
                           f"'bench run' with proxies and the target on some datasets first")
     print(f"proxy chosen on the existing records: {proxy} (mean Kendall τ {ranking[proxy]:.2f} over other datasets)")
+    from .report.ceiling import cannot_rank
+    noisy = sorted(summ[summ.target_can_rank.map(cannot_rank).astype(bool)].dataset.unique()) \
+        if "target_can_rank" in summ else []
+    if noisy:
+        print(f"left out of that choice: {', '.join(noisy)} (the target's noise ceiling says it cannot rank the "
+              f"models there)")
     from .devices import resolve_device
     device = resolve_device(args.device)
     seed = int(dsets.settings.seeds[0])

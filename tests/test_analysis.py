@@ -262,3 +262,26 @@ def test_select_live_ranks_by_the_best_proxy_and_stops_at_the_budget(tmp_path, m
     table = pd.read_csv(tmp_path / "o/select_new.csv")
     assert table.model.iloc[0] == "m5" and len(table) == 2 and table.spent_s.iloc[-1] == pytest.approx(80 + 1200)
     assert "chosen: m5" in text and "fine-tuning all 8 models would cost ~1.33 h" in text
+
+
+def test_point_labels_of_a_crowded_cluster_do_not_overlap_and_stay_inside():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from benchmark.report.labels import place_labels
+    rng = np.random.default_rng(0)
+    xs, ys = list(10 ** rng.uniform(-0.3, 0.3, 14)), list(rng.uniform(0.45, 0.65, 14))  # one dense cluster
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(xs, ys)
+    ax.set_xscale("log")
+    ax.margins(x=0.6, y=0.6)
+    arts = place_labels(ax, xs, ys, [f"proxy_{i}" for i in range(14)])
+    from matplotlib.text import Text
+    r = fig.canvas.get_renderer()
+    for a in arts:
+        a.update_positions(r)
+    boxes = [Text.get_window_extent(a, r) for a in arts]  # the text alone (an annotation's includes its leader)
+    frame = ax.get_window_extent(r)
+    assert len(boxes) == 14 and all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)

@@ -87,6 +87,26 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, what: str, min_per_class: int
                         f"raise max_train_per_class/shots or drop the class")
 
 
+DIED = "the backbone's features died at this resolution (see feature_health in the record)"
+
+
+def degenerate(x: torch.Tensor) -> str:
+    """'all-zero features' or 'constant features' when every row of x is the same vector (nothing to measure),
+    else ''. One min/max pass; proxies call it only to explain a value they found undefined."""
+    if x.numel() == 0:
+        return ""
+    lo, hi = torch.aminmax(x, dim=0)
+    if bool((hi != lo).any()):
+        return ""
+    return "all-zero features" if not bool(hi.any()) else "constant features"
+
+
+def undefined(what: str, why: str, x: torch.Tensor) -> CellError:
+    """The CellError of a proxy whose value is undefined on these features, naming dead features when they are."""
+    dead = degenerate(x)
+    return CellError(f"{what}: {why} ({dead}): {DIED}" if dead else f"{what}: {why}")
+
+
 def accuracies(pred: torch.Tensor, y: torch.Tensor) -> dict:
     """top1 and mean per-class accuracy, in %."""
     correct = (pred == y).double()

@@ -30,6 +30,8 @@ def lda_value(x, y) -> float:
 @register_proxy("etran", primary="etran", higher_is_better=True, needs_test=False,
                 combine=minmax_combine({"energy": 0.15, "lda": 0.85}))
 def etran(train_x, train_y, test_x=None, test_y=None, **_):
-    """ETran (Gholami et al. 2023): 0.15·mm(energy) + 0.85·mm(LDA score) over a dataset's models."""
+    """ETran (Gholami et al. 2023): 0.15·mm(energy) + 0.85·mm(LDA score) over a dataset's models.
+
+    Defined on dead features: all-zero rows give energy log D and the LDA score the class prior's mean."""
     check_inputs(train_x, train_y, "etran")
     return {"energy": energy_value(train_x), "lda": lda_value(train_x, train_y)}

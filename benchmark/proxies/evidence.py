@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import check_inputs, register_proxy
+from .base import check_inputs, register_proxy, undefined
 from .classstats import class_index, float64, gram, one_hot
 from .moments import centred
 
@@ -34,6 +34,8 @@ def logme_value(x: torch.Tensor, y: torch.Tensor, max_iter: int = 11, tol: float
         s = lam.abs().sqrt()
         keep = s > 1e-10
         xs = u[:, keep].T @ t
+    if not bool(keep.any()):  # the reference's evidence is then log(0) = −∞ (α = 0): an error, not a score
+        raise undefined("logme", "no feature direction has a singular value above 1e-10, so the evidence is −∞", x)
     sigma = (s[keep] ** 2)[:, None]  # [r, 1]
     x2 = xs ** 2  # [r, K]
     res_x2 = (t ** 2).sum(0) - x2.sum(0)  # residual of the target outside the feature span

@@ -35,6 +35,9 @@ def gbc_value(x, y, dims: int = 64, gaussian: str = "spherical") -> float:
 
 @register_proxy("gbc", primary="gbc", higher_is_better=True, needs_test=False, ranges={"dims": integer(1)})
 def gbc(train_x, train_y, test_x=None, test_y=None, *, dims: int = 64, gaussian: str = "spherical"):
-    """GBC (Pándy et al. 2022): −Σ Bhattacharyya coefficients of class Gaussians (spherical, PCA-64)."""
+    """GBC (Pándy et al. 2022): −Σ Bhattacharyya coefficients of class Gaussians (spherical, PCA-64).
+
+    Defined on dead features through the authors' variance floor (1e-4): classes with identical means overlap
+    fully, so all-zero features give −K(K−1), the bottom of its range."""
     check_inputs(train_x, train_y, "gbc")
     return {"gbc": gbc_value(train_x, train_y, dims, gaussian)}

@@ -66,13 +66,17 @@ def _rank_of_between(num_classes: int, feature_dim: int) -> float:
 
 @register_proxy("hscore", primary="hscore", higher_is_better=True, needs_test=False, best=_rank_of_between)
 def hscore(train_x, train_y, test_x=None, test_y=None, **_):
-    """H-score (Bao et al. 2019): tr(pinv(cov f) · cov(E[f|y])); affine-invariant, range 0..min(K−1, D)."""
+    """H-score (Bao et al. 2019): tr(pinv(cov f) · cov(E[f|y])); affine-invariant, range 0..min(K−1, D).
+
+    Dead or constant features give cov f = 0, whose pseudo-inverse is 0: H-score 0, the bottom of its range."""
     check_inputs(train_x, train_y, "hscore")
     return {"hscore": hscore_value(train_x, train_y)}
 
 
 @register_proxy("reg_hscore", primary="reg_hscore", higher_is_better=True, needs_test=False, best=_rank_of_between)
 def reg_hscore(train_x, train_y, test_x=None, test_y=None, **_):
-    """Shrinkage H-score (Ibrahim et al. 2022): H-score with the Ledoit–Wolf feature covariance."""
+    """Shrinkage H-score (Ibrahim et al. 2022): H-score with the Ledoit–Wolf feature covariance.
+
+    Dead or constant features: no between-class covariance, so 0 (as H-score), the bottom of its range."""
     check_inputs(train_x, train_y, "reg_hscore")
     return {"reg_hscore": reg_hscore_value(train_x, train_y)}

@@ -35,7 +35,10 @@ def knn_predict(train_x, train_y, test_x, k=20, temperature=0.07, chunk=1024, n_
                 ranges=dict(k=integer(1), temperature=positive(), chunk=integer(1)))
 def knn(train_x, train_y, test_x=None, test_y=None, *, k=20, temperature=0.07, chunk=1024, val_x=None,
         val_y=None):
-    """Cosine kNN, k=20, votes weighted by exp(sim/0.07), train+val as the memory bank."""
+    """Cosine kNN, k=20, votes weighted by exp(sim/0.07), train+val as the memory bank.
+
+    An all-zero feature row has cosine similarity 0 to everything (F.normalize leaves it zero): defined, and all
+    its neighbours vote equally (chance-level on dead features)."""
     check_inputs(train_x, train_y, "knn")
     if test_x is None:
         raise ValueError("knn needs test features")

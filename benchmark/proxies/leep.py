@@ -84,7 +84,10 @@ def pca_variance(x: torch.Tensor, fraction: float) -> torch.Tensor:
                         "components_per_class": integer(1)})
 def nleep(train_x, train_y, test_x=None, test_y=None, *, seed: int = 0, components_per_class: int = 5,
           variance: float = 0.8, log: bool = True):
-    """N-LEEP (Li et al. 2021): LEEP on the posteriors of a Gaussian mixture (5 per class) fit to PCA-80% features."""
+    """N-LEEP (Li et al. 2021): LEEP on the posteriors of a Gaussian mixture (5 per class) fit to PCA-80% features.
+
+    Defined on dead features: identical rows get identical mixture posteriors, so P̂(y|z) is the class prior and
+    the value the mean log prior of the true class (−log K on balanced classes), not NaN."""
     check_inputs(train_x, train_y, "nleep")
     from sklearn.mixture import GaussianMixture  # the reference's estimator: EM with k-means init, full covariances
     z = pca_variance(train_x, variance).cpu().numpy()

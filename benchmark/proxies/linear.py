@@ -159,7 +159,10 @@ def raw_head(params, mean, std):
                             tol=positive(), val_fraction=number(0, 1, lo_open=True, hi_open=True), seed=integer(0)))
 def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None, wds=None, n_wd=45,
            wd_min=1e-6, wd_max=1e5, max_iter=10000, tol=1e-6, standardize=True, val_fraction=0.2, seed=0):
-    """Linear probe: logistic regression, L2 chosen on validation over a log sweep, refit on train+val."""
+    """Linear probe: logistic regression, L2 chosen on validation over a log sweep, refit on train+val.
+
+    Dead or constant features are defined: their directions carry no data and are dropped (see `Problem`), so the
+    probe is left with its biases and predicts the training prior (chance-level top-1)."""
     check_inputs(train_x, train_y, "linear", min_per_class=1 if val_x is not None else 2)
     if val_x is None:
         keep, carved = stratified_carve(train_y.cpu().numpy(), val_fraction, seed)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import check_inputs, minmax_combine, register_proxy
+from .base import check_inputs, minmax_combine, register_proxy, undefined
 from .classstats import class_index
 from .moments import pca
 
@@ -17,6 +17,8 @@ def ncti_components(x, y, dims: int = 64) -> dict:
     sklearn PCA(64) is exact below 500 samples and randomized, unseeded, above); the LDA is sklearn's, as there."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     proj, var = pca(x, min(dims, *x.shape))
+    if not bool((var > 0).any()):  # sklearn's LDA fails on it (a singular covariance): say why instead
+        raise undefined("ncti", "the features have no variance, so the LDA of its PCA is undefined", x)
     temp = max(math.exp(-var[:32].sum().item()), 1e-10)
     clf = (LinearDiscriminantAnalysis(solver="svd") if temp == 1e-10
            else LinearDiscriminantAnalysis(solver="eigen", shrinkage=temp))

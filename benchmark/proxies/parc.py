@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..checks import integer
-from .base import check_inputs, register_proxy
+from .base import check_inputs, degenerate, register_proxy, undefined
 from .classstats import class_index, float64
 
 EXACT_MAX = 1 << 25  # pairs ranked exactly; above, dissimilarities are binned (see _binned_counts)
@@ -137,9 +137,15 @@ def _binned_counts(z, pos, table, nl):
 
 
 def parc_value(x, y, dims: int = 32, label_rdm: str = "numpy", exact_max: int = EXACT_MAX) -> float:
+    if degenerate(x):  # before sklearn's PCA, which divides by the zero total variance
+        raise undefined("parc", "every feature row is the same vector, so the correlations between rows are 0/0", x)
     f = _reduce(float64(x), dims)
     z = f - f.mean(1, keepdim=True)  # np.corrcoef of rows: centre and normalise each row
-    z = z / z.norm(dim=1, keepdim=True)
+    norms = z.norm(dim=1, keepdim=True)
+    if not bool((norms > 0).all()):  # np.corrcoef's 0/0 (NaN), which the sorts would turn into a number
+        raise undefined("parc", f"{int((norms == 0).sum())} row(s) of the standardised PCA features are constant, "
+                                f"so their correlations are 0/0", x)
+    z = z / norms
     pos, k = class_index(y)
     table = torch.as_tensor(label_levels(k, label_rdm), device=z.device)
     nl, n = int(table.max()) + 1, len(z)
@@ -152,7 +158,9 @@ def parc_value(x, y, dims: int = 32, label_rdm: str = "numpy", exact_max: int = 
                 ranges={"dims": integer(1), "max_samples": integer(0, why=" (0 = no subsampling)"), "seed": integer(0)})
 def parc(train_x, train_y, test_x=None, test_y=None, *, seed: int = 0, dims: int = 32, max_samples: int = 0,
          label_rdm: str = "numpy"):
-    """PARC (Bolya et al. 2021): 100 × Spearman ρ of feature and label dissimilarity matrices (PCA-32)."""
+    """PARC (Bolya et al. 2021): 100 × Spearman ρ of feature and label dissimilarity matrices (PCA-32).
+
+    A constant row of the standardised features (all rows, on dead features) has no correlation (0/0): an error."""
     check_inputs(train_x, train_y, "parc")
     out = {}
     if max_samples and len(train_y) > max_samples:  # optional, seeded, recorded subsample

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import check_inputs, register_proxy
+from .base import check_inputs, register_proxy, undefined
 from .classstats import class_index, class_means, float64, gram
 from .moments import centred
 
@@ -51,7 +51,11 @@ def sfda_value(x, y) -> float:
     mu, g = centred(x)
     means, counts = class_means(f, pos, k)
     b = (means - mu) * counts.sqrt()[:, None]
-    prob, shrink = lda_probs(f, pos, k, sw=(g - b.T @ b) / len(f))
+    sw = (g - b.T @ b) / len(f)
+    if not bool(torch.trace(sw) > 0):  # the power iteration's 0/0 (the reference's NaN)
+        raise undefined("sfda", "the within-class scatter is zero, so the shrinkage (from its top eigenvalue) is "
+                                "0/0", x)
+    prob, shrink = lda_probs(f, pos, k, sw=sw)
     prob = torch.softmax(prob, dim=1)  # the reference's "soften" step: softmax of probabilities
     outer = (means.sum(0) - means) / (k - 1)  # unweighted mean of the other classes' means
     w = prob.gather(1, pos[:, None])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..checks import number
-from .base import check_inputs, register_proxy
+from .base import check_inputs, register_proxy, undefined
 from .classstats import class_index, float64, gram_eigvalsh
 
 VARIANTS = ("official", "tllib")
@@ -23,7 +23,11 @@ def transrate_value(x, y, eps: float = 1e-4, variant: str = "official") -> float
     pos, k = class_index(y)
     n, d = z.shape
     if variant == "official":
-        z = z / z.norm(dim=1, keepdim=True)
+        norms = z.norm(dim=1, keepdim=True)
+        if not bool((norms > 0).all()):  # a row at the mean has no direction: the reference divides 0/0 (NaN)
+            raise undefined("transrate", f"{int((norms == 0).sum())} centred feature row(s) are zero, so their "
+                                         f"unit rows are 0/0", x)
+        z = z / norms
     lam = gram_eigvalsh(z) / n
     rz = torch.log1p(lam.abs() / eps).sum()  # Σ log(1 + λ/eps) = logdet(I + ZᵀZ/(n·eps))
     rzc = torch.zeros((), dtype=z.dtype, device=z.device)

@@ -52,7 +52,8 @@ def _cross(out, args, scores, target, meta, draw):
 
 def _significance(out, args, scores, target, corr, meta, draw):
     from .compare import cd_diagram, compare_proxies, friedman, verdict_words
-    per, pairs = compare_proxies(scores, target, meta, n_boot=args.bootstrap, seed=args.seed)
+    ceiling = corr[["dataset", "target_can_rank"]].drop_duplicates("dataset") if "target_can_rank" in corr else None
+    per, pairs = compare_proxies(scores, target, meta, n_boot=args.bootstrap, seed=args.seed, ceiling=ceiling)
     per.to_csv(out / "proxy_comparison_per_dataset.csv", index=False)
     pairs.to_csv(out / "proxy_comparison.csv", index=False)
     fr = friedman(corr) if not corr.empty else None

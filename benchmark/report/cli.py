@@ -13,9 +13,17 @@ from .load import load_records, seed_summary
 from .published import scores_from_table, transform_note
 from .pool import add_pool_scores
 from .stats import STATISTICS
+from .ceiling import add_ceiling, ceiling_table, ceiling_words
+from .health import feature_health_section
 from .tables import ProxyMeta, correlation_table, summary_table, to_markdown
 
-SHOWN = ["dataset", "proxy", "n", "kendall", "weighted_tau", "spearman", "pearson", "regret_top1", "best_in_top3"]
+SHOWN = ["dataset", "proxy", "n", "kendall", "weighted_tau", "spearman", "pearson", "regret_top1", "best_in_top3",
+         "ceiling_kendall", "vs_ceiling"]
+CEILING_INTRO = ("The ceiling is the mean Kendall τ-b between the models' `{t}` scores at two different seeds: how "
+                 "well one seed's ranking agrees with another's (`ceiling.csv`; columns `target_seeds`, "
+                 "`target_seed_sd`, `ceiling_kendall` in `correlations.csv`). A proxy is within the ceiling's reach "
+                 "when its τ is at least the ceiling or the ceiling lies inside its bootstrap interval. The target "
+                 "cannot rank the models where the ceiling is below 0.5 or the models' spread is below the seed sd.")
 
 
 def _proxy_meta(cells: pd.DataFrame) -> dict:
@@ -56,7 +64,14 @@ def _scores_from_records(args):
     target = summary[summary.protocol == args.target][["model", "dataset", "mean"]].rename(columns={"mean": "target"})
     proxies = _pick(args.proxies, sorted(set(summary.protocol) - {args.target}), "proxy")
     scores = summary[summary.protocol.isin(proxies)].rename(columns={"protocol": "proxy", "mean": "score"})
-    return long, cells, summary, scores[["model", "dataset", "proxy", "score"]], target, meta
+    return long, cells, summary, scores[["model", "dataset", "proxy", "score"]], target, meta, \
+        target_per_seed(long, args.target, primary.get(args.target, "top1"))
+
+
+def target_per_seed(long: pd.DataFrame, target_name: str, primary: str) -> pd.DataFrame:
+    """model, dataset, seed, target: the target's primary metric per seed (the noise ceiling's input)."""
+    t = long[(long.protocol == target_name) & (long.metric == primary)]
+    return t[["model", "dataset", "seed", "value"]].rename(columns={"value": "target"})
 
 
 def _pick(wanted, available, kind):
@@ -74,10 +89,10 @@ def report(args) -> int:
     from ..paths import writable_dir
     out = writable_dir(args.out, "--out")
     if args.table:
-        scores, target, meta = scores_from_table(args)
+        scores, target, meta, per_seed = scores_from_table(args)
         long = cells = summary = None
     else:
-        long, cells, summary, scores, target, meta = _scores_from_records(args)
+        long, cells, summary, scores, target, meta, per_seed = _scores_from_records(args)
         tidy = long.merge(seed_summary(long).rename(columns={"mean": "seed_mean", "std": "seed_std"}),
                           on=["model", "dataset", "protocol", "metric"])
         tidy.to_csv(out / "results.csv", index=False)
@@ -98,18 +113,26 @@ def report(args) -> int:
             raise ConfigError(f"{args.results}: no ok records for target '{args.target}'; run that protocol "
                               f"(bench run --protocols {args.target}) or pass --target with one of "
                               f"{sorted(summary.protocol.unique())}")
-    corr = correlation_table(scores, target, meta, args.target, args.transform, args.bootstrap, args.seed)
+    ceil = ceiling_table(per_seed)
+    corr = add_ceiling(correlation_table(scores, target, meta, args.target, args.transform, args.bootstrap,
+                                         args.seed), ceil)
     summ = summary_table(corr)
     corr.to_csv(out / "correlations.csv", index=False)
+    ceil.to_csv(out / "ceiling.csv", index=False)
     summ.to_csv(out / "summary.csv", index=False)
     shown = {p: meta[p] for p in sorted(set(scores.proxy)) if p in meta}
     note = transform_note(shown, args.target, args.transform)
     if note:
         print(note)
+    words = ["## Noise ceiling of the target", "", CEILING_INTRO.format(t=args.target), "",
+             *ceiling_words(ceil, corr, args.target), ""]
+    health = feature_health_section(args.results, out) if cells is not None else []
     (out / "correlations.md").write_text((note + "\n\n" if note else "")
-                                         + to_markdown(corr[[c for c in SHOWN if c in corr]]))
-    (out / "summary.md").write_text(to_markdown(summ))
+                                         + to_markdown(corr[[c for c in SHOWN if c in corr]]) + "\n"
+                                         + "\n".join(words) + "\n")
+    (out / "summary.md").write_text(to_markdown(summ) + "\n" + "\n".join(words + health) + "\n")
     print(to_markdown(corr[[c for c in SHOWN if c in corr]]))
+    print("\n".join(words))
     print(to_markdown(summ[["proxy", "n_datasets", "kendall_mean", "weighted_tau_mean", "pearson_mean", "wins"]]
                       if not summ.empty else summ))
     figures = [] if args.no_figures else _figures(out, scores, target, corr, meta, summary, args.target)
@@ -118,7 +141,7 @@ def report(args) -> int:
                                   results=args.results if cells is not None else None)
     figures += more
     if cells is not None:
-        _index(out, cells, corr, summ, figures, args, missing_cells(cells), note, sections)
+        _index(out, cells, corr, summ, figures, args, missing_cells(cells), note, [*words, *health, *sections])
     print(f"wrote {out}/correlations.csv, summary.csv and {len(figures)} figure(s)")
     return 0
 
@@ -162,6 +185,12 @@ def _index(out, cells, corr, summ, figures, args, missing, note="", sections=())
     cols = ["proxy", "n_datasets", "kendall_mean", "weighted_tau_mean", "spearman_mean", "pearson_mean",
             "regret_top1_mean", "wins"]
     lines.append(to_markdown(summ[cols]) if not summ.empty else "_no correlations (target missing?)_\n")
+    if "target_can_rank" in corr:
+        from .ceiling import cannot_rank
+        noisy = sorted(corr[corr.target_can_rank.map(cannot_rank).astype(bool)].dataset.unique())
+        if noisy:
+            lines += [f"These means include {', '.join(noisy)}, where the target cannot rank the models (see the "
+                      f"noise ceiling below): read them with that dataset's τ as noise.", ""]
     lines += ["## Per dataset", "", to_markdown(corr[[c for c in SHOWN if c in corr]]) if not corr.empty else "", ""]
     lines += [*sections]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]

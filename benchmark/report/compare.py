@@ -2,7 +2,9 @@
 
 Per dataset, a paired bootstrap over models (the same resamples for both proxies) gives Δτ and its interval;
 across datasets, scipy's Wilcoxon signed-rank test on the per-dataset Δτ; over all proxies, a Friedman test and
-a Nemenyi critical-difference diagram (Demšar 2006) from scikit-posthocs.
+a Nemenyi critical-difference diagram (Demšar 2006) from scikit-posthocs. Datasets where the target's noise
+ceiling says it cannot rank the models (report/ceiling.py) keep their per-dataset rows but are left out of the
+across-dataset tests: a difference of τ against seed noise is not evidence for either proxy.
 """
 from __future__ import annotations
 
@@ -17,7 +19,15 @@ from .tables import ProxyMeta
 DELTAS = ("kendall", "weighted_tau")
 PAIR_COLUMNS = ["proxy_a", "proxy_b", "n_datasets", "n_models_min", "mean_delta_kendall", "ci_low", "ci_high",
                 "mean_delta_weighted_tau", "wt_ci_low", "wt_ci_high", "wilcoxon_stat", "wilcoxon_p", "wins_a",
-                "wins_b"]
+                "wins_b", "excluded_datasets"]
+
+
+def rankable(ceiling) -> dict:
+    """dataset -> False where the ceiling table says the target cannot rank the models (True or unknown: kept)."""
+    if ceiling is None or len(ceiling) == 0 or "target_can_rank" not in ceiling:
+        return {}
+    from .ceiling import cannot_rank
+    return {d: not cannot_rank(v) for d, v in zip(ceiling.dataset, ceiling.target_can_rank)}
 
 
 def _taus(x, y) -> tuple[float, float]:
@@ -94,8 +104,10 @@ def _oriented(scores, meta):
     return s
 
 
-def compare_proxies(scores, target, meta, *, n_boot=1000, seed=0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-dataset Δ for every proxy pair, across-dataset summary per pair)."""
+def compare_proxies(scores, target, meta, *, n_boot=1000, seed=0, ceiling=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-dataset Δ for every proxy pair, across-dataset summary per pair). `ceiling`: the noise-ceiling table;
+    its datasets where the target cannot rank are marked per dataset and left out of the across-dataset rows."""
+    ok = rankable(ceiling)
     s = _oriented(scores.dropna(subset=["score"]), meta)
     proxies = sorted(s.proxy.unique())
     per, draws, cache = [], {}, {}
@@ -114,11 +126,19 @@ def compare_proxies(scores, target, meta, *, n_boot=1000, seed=0) -> tuple[pd.Da
                 ta, tb = (_cached(cache, (dataset, models, p), both[p].to_numpy(), y, idx) for p in (a, b))
                 r = _delta(ta, tb)
                 draws[(a, b, dataset)] = r.pop("draws")
-                per.append({"proxy_a": a, "proxy_b": b, "dataset": dataset, "n_models": len(both), **r})
+                per.append({"proxy_a": a, "proxy_b": b, "dataset": dataset, "n_models": len(both), **r,
+                            "target_can_rank": ok.get(dataset, True)})
     per = pd.DataFrame(per, columns=["proxy_a", "proxy_b", "dataset", "n_models", "delta_kendall", "kendall_lo",
-                                     "kendall_hi", "delta_weighted_tau", "weighted_tau_lo", "weighted_tau_hi"])
+                                     "kendall_hi", "delta_weighted_tau", "weighted_tau_lo", "weighted_tau_hi",
+                                     "target_can_rank"])
     rows = []
-    for (a, b), g in per.groupby(["proxy_a", "proxy_b"], sort=True):
+    for (a, b), g_all in per.groupby(["proxy_a", "proxy_b"], sort=True):
+        g = g_all[g_all.target_can_rank.astype(bool)]
+        excluded = ";".join(sorted(g_all[~g_all.target_can_rank.astype(bool)].dataset))
+        if g.empty:  # every shared dataset is one the target cannot rank: nothing to test
+            rows.append({"proxy_a": a, "proxy_b": b, "n_datasets": 0, "n_models_min": int(g_all.n_models.min()),
+                         "wins_a": 0, "wins_b": 0, "excluded_datasets": excluded})
+            continue
         row = {"proxy_a": a, "proxy_b": b, "n_datasets": int(g.delta_kendall.notna().sum()),
                "n_models_min": int(g.n_models.min())}
         for j, (s_, lo, hi) in enumerate([("kendall", "ci_low", "ci_high"), ("weighted_tau", "wt_ci_low", "wt_ci_high")]):
@@ -130,13 +150,18 @@ def compare_proxies(scores, target, meta, *, n_boot=1000, seed=0) -> tuple[pd.Da
                 row[lo], row[hi] = _interval(np.nanmean(np.vstack(stack), axis=0)) if stack else (np.nan, np.nan)
         row["wilcoxon_stat"], row["wilcoxon_p"] = wilcoxon_p(g.delta_kendall)
         row["wins_a"], row["wins_b"] = int((g.delta_kendall > 0).sum()), int((g.delta_kendall < 0).sum())
+        row["excluded_datasets"] = excluded
         rows.append(row)
     return per, pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
 def friedman(corr: pd.DataFrame, stat: str = "kendall") -> dict | None:
-    """Friedman over proxies (groups) x datasets (blocks) on the per-dataset statistic, complete datasets only,
-    with Nemenyi p-values (scikit-posthocs) and the average ranks (1 = best) for the CD diagram."""
+    """Friedman over proxies (groups) x datasets (blocks) on the per-dataset statistic, complete datasets only
+    (and only those where the target can rank the models, when `corr` carries the ceiling's verdict), with
+    Nemenyi p-values (scikit-posthocs) and the average ranks (1 = best) for the CD diagram."""
+    if "target_can_rank" in corr:
+        from .ceiling import cannot_rank
+        corr = corr[~corr.target_can_rank.map(cannot_rank).astype(bool)]
     table = corr.pivot(index="dataset", columns="proxy", values=stat).dropna()
     if table.shape[1] < 3 or table.shape[0] < 2:
         return None
@@ -186,6 +211,11 @@ def verdict_words(pairs: pd.DataFrame, fr: dict | None, alpha: float = 0.05) -> 
             p = f"p = {r.wilcoxon_p:.2g}" if np.isfinite(r.wilcoxon_p) else "p undefined"
             lines.append(f"- {r.proxy_a} vs {r.proxy_b}: no significant difference (mean Δτ = "
                          f"{r.mean_delta_kendall:+.2f} {ci}, {p}, wins {r.wins_a}–{r.wins_b}).")
+    excluded = sorted({d for e in pairs.excluded_datasets.dropna() for d in str(e).split(";") if d}) \
+        if "excluded_datasets" in pairs else []
+    if excluded:
+        lines.append(f"- Left out of these tests: {', '.join(excluded)} — the target's noise ceiling says it cannot "
+                     f"rank the models there (see the noise ceiling section).")
     nd = int(pairs.n_datasets.max())
     if nd < 6:
         lines.append(f"- Evidence is thin: with {nd} dataset(s) the smallest two-sided Wilcoxon p is "

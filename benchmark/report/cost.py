@@ -94,25 +94,31 @@ def cost_words(table: pd.DataFrame, target_name: str, basis: str) -> list[str]:
 
 
 def cost_plot(table: pd.DataFrame, target_name: str, basis: str, path) -> None:
+    """Two panels (mean τ, mean regret) against median cost per cell on a log axis; one shared x label with the
+    cost basis on its own line, labels placed without overlaps (labels.place_labels)."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+
+    from .labels import place_labels
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), layout="constrained")
     for ax, col, front, label in [(axes[0], "kendall_mean", "pareto_tau", "mean Kendall τ with the target ↑"),
                                   (axes[1], "regret_top1_mean", "pareto_regret", "mean top-1 regret (points) ↓")]:
         t = table.dropna(subset=["median_cost_s", col])
         t = t[t.median_cost_s > 0]
-        ax.scatter(t.median_cost_s, t[col], s=60, color="tab:blue", edgecolor="black", zorder=3)
+        ax.scatter(t.median_cost_s, t[col], s=40, color="tab:blue", edgecolor="black", zorder=3)
         f = t[t[front]].sort_values("median_cost_s")
         ax.step(f.median_cost_s, f[col], where="post", color="tab:red", lw=1.5, label="Pareto front", zorder=2)
-        for r in t.itertuples():
-            ax.annotate(r.proxy + (" (target)" if r.proxy == target_name else ""), (r.median_cost_s, getattr(r, col)),
-                        textcoords="offset points", xytext=(6, 4), fontsize=9)
         ax.set_xscale("log")
-        ax.set_xlabel(f"median cost per cell ({basis}, log)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=9, loc="best")
-        ax.margins(x=0.25, y=0.15)
+        ax.legend(fontsize=9, loc="lower left" if col == "kendall_mean" else "upper right")
+        ax.margins(x=0.35, y=0.18)  # room for the labels of the outermost points
+        ax.set_title("higher is better" if col == "kendall_mean" else "lower is better", fontsize=9)
+    fig.supxlabel(f"median cost per cell, log scale\n({basis})", fontsize=10)
     fig.suptitle("Quality per unit of compute", fontsize=11)
-    fig.tight_layout()
+    for ax, col in zip(axes, ("kendall_mean", "regret_top1_mean")):
+        t = table.dropna(subset=["median_cost_s", col])
+        t = t[t.median_cost_s > 0]
+        place_labels(ax, list(t.median_cost_s), list(t[col]),
+                     [p + (" (target)" if p == target_name else "") for p in t.proxy])
     fig.savefig(path, dpi=120)
     plt.close(fig)

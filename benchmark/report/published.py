@@ -1,5 +1,6 @@
-"""A published long table (model, dataset, metric, value) read for `bench report --table`: every row checked,
-every metric's direction and scale taken from the flags or its name, never guessed silently."""
+"""A published long table (model, dataset, metric, value, optionally seed) read for `bench report --table`: every
+row checked, every metric's direction and scale taken from the flags or its name, never guessed silently. With a
+`seed` column, scores are averaged over seeds and the target's per-seed values feed the noise ceiling."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,16 +59,27 @@ def read_table(path) -> pd.DataFrame:
         i = int(bad.to_numpy().nonzero()[0][0])
         raise ConfigError(f"{path}:{i + 2}: value {df.value.iloc[i]!r} of {df.model.iloc[i]} × {df.dataset.iloc[i]}"
                           f" × {df.metric.iloc[i]} is not a number ({int(bad.sum())} such row(s)); fix or empty it")
-    key = ["model", "dataset", "metric"] + (["seed"] if "seed" in df.columns else [])
+    for col in ("model", "dataset", "metric"):
+        if df[col].isna().any():
+            i = int(df[col].isna().to_numpy().nonzero()[0][0])
+            raise ConfigError(f"{path}:{i + 2}: empty {col}; every row needs a model, dataset and metric")
+    has_seed = "seed" in df.columns
+    if has_seed:  # repeated runs: scores become seed means, and the target's seeds give the noise ceiling
+        seeds = pd.to_numeric(df.seed, errors="coerce")
+        if seeds.isna().any():
+            i = int(seeds.isna().to_numpy().nonzero()[0][0])
+            raise ConfigError(f"{path}:{i + 2}: seed {df.seed.iloc[i]!r} is not a number; the seed column holds "
+                              f"integers (or drop the column for one seed)")
+        df = df.assign(seed=seeds.astype(int))
+    else:
+        df = df.assign(seed=0)
+    key = ["model", "dataset", "metric"] + (["seed"] if has_seed else [])
     dup = df.duplicated(key, keep=False)
     if dup.any():
         raise ConfigError(f"{path}: {_rows(df, dup)}: the same ({', '.join(key)}) appears on more than one row; "
-                          f"keep one row per {', '.join(key)}" + ("" if "seed" in key else
+                          f"keep one row per {', '.join(key)}" + ("" if has_seed else
                                                                   " (or add a seed column for repeated runs)"))
-    df = df.assign(value=values)
-    if "seed" in df.columns:  # repeated runs: their mean per (model, dataset, metric), as records' seed means
-        df = df.groupby(["model", "dataset", "metric"], as_index=False, sort=False)["value"].mean()
-    return df
+    return df.assign(value=values)
 
 
 def _check_percent(df: pd.DataFrame, metric: str, path, why: str) -> None:
@@ -80,7 +92,8 @@ def _check_percent(df: pd.DataFrame, metric: str, path, why: str) -> None:
 
 
 def scores_from_table(args):
-    """(scores, target, meta) from args.table; --percent names metrics in % on top of the recognised names."""
+    """(scores, target, meta, the target per seed) from args.table, seed means where there is a `seed` column;
+    --percent names metrics in % on top of the recognised names."""
     df = read_table(args.table)
     metrics = sorted(df.metric.unique())
     if args.target not in metrics:
@@ -98,9 +111,11 @@ def scores_from_table(args):
             if meta[p].percent:
                 _check_percent(df, p, args.table, "--percent" if p in percent else "its name")
         _check_percent(df, args.target, args.table, "the target")
-    target = df[df.metric == args.target][["model", "dataset", "value"]].rename(columns={"value": "target"})
-    scores = df[df.metric.isin(proxies)].rename(columns={"metric": "proxy", "value": "score"})
-    return scores[["model", "dataset", "proxy", "score"]], target, meta
+    per_seed = df[df.metric == args.target][["model", "dataset", "seed", "value"]].rename(columns={"value": "target"})
+    target = per_seed.groupby(["model", "dataset"], as_index=False, sort=True).target.mean()
+    scores = (df[df.metric.isin(proxies)].groupby(["model", "dataset", "metric"], as_index=False, sort=True).value
+              .mean().rename(columns={"metric": "proxy", "value": "score"}))
+    return scores[["model", "dataset", "proxy", "score"]], target, meta, per_seed.dropna(subset=["target"])
 
 
 def transform_note(meta: dict, target_name: str, transform: str) -> str:
