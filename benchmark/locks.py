@@ -27,6 +27,72 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _read(path: Path):
+    """(owner dict or None, identity) of a claim file, read through one descriptor so both describe the same file;
+    identity is the owner's token, or inode+mtime for a file without one (garbage, or still being written)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        raw = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    try:
+        owner = json.loads(raw)
+        owner = owner if isinstance(owner, dict) else None
+    except ValueError:
+        owner = None
+    token = (owner or {}).get("token")
+    return owner, (str(token) if token else f"x{st.st_ino}-{st.st_mtime_ns}"), st.st_mtime
+
+
+def _is_stale(owner, mtime: float, stale_after: float) -> bool:
+    age = time.time() - mtime
+    if owner is None:  # being written right now, or garbage: only old garbage is stale
+        return age > 60
+    if owner.get("host") == socket.gethostname():
+        return not _alive(int(owner.get("pid", -1)))
+    return age > stale_after
+
+
+def _create(path: Path, token: str) -> bool:
+    """O_EXCL-create `path` holding this process's claim; False when it exists."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": token, "since": time.time()}, f)
+    return True
+
+
+def break_if_stale(path: Path, stale_after: float = STALE_AFTER_S, depth: int = 0) -> bool:
+    """Remove the claim file `path` if its owner is gone, exactly once across racing processes; True when it
+    is gone (removed here or by someone else), False when a live owner holds it or another breaker is at work."""
+    try:
+        owner, ident, mtime = _read(path)
+    except FileNotFoundError:
+        return True
+    if not _is_stale(owner, mtime, stale_after):
+        return False
+    guard = path.with_name(f"{path.name}.break-{ident}")
+    token = uuid.uuid4().hex
+    if not _create(guard, token):
+        # Another breaker of this very claim is at work (milliseconds), or died in that window: break its guard.
+        if depth >= 2 or not break_if_stale(guard, 60.0, depth + 1) or not _create(guard, token):
+            return False
+    try:
+        try:
+            now = _read(path)[1]
+        except FileNotFoundError:
+            return True
+        if now != ident:  # the claim changed hands since we looked: a live one, not ours to break
+            return False
+        path.unlink()  # only a holder of this claim's guard may remove it, and that is us
+        return True
+    finally:
+        guard.unlink(missing_ok=True)
+
+
 class CellLock:
     def __init__(self, record_path: str | os.PathLike, stale_after: float = STALE_AFTER_S):
         self.path = Path(record_path).with_suffix(".lock")
@@ -40,39 +106,19 @@ class CellLock:
         except (OSError, ValueError):
             return None
 
-    def _stale(self) -> bool:
-        owner = self.owner()
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        if owner is None:  # being written right now, or garbage: only old garbage is stale
-            return age > 60
-        if owner.get("host") == socket.gethostname():
-            return not _alive(int(owner.get("pid", -1)))
-        return age > self.stale_after
-
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    return False
-                broken = self.path.with_name(f"{self.path.name}.broken{os.getpid()}")
-                try:
-                    os.rename(self.path, broken)  # only one breaker succeeds
-                    os.unlink(broken)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                           "since": time.time()}, f)
-            self.held = True
-            return True
+        for _ in range(3):
+            if _create(self.path, self.token):
+                self.held = True
+                return True
+            if not break_if_stale(self.path, self.stale_after):
+                return False
         return False
+
+    def break_stale(self) -> bool:
+        """Remove this lock's file if its owner is gone (e.g. a finished cell's claim left by a kill)."""
+        return not self.path.exists() or break_if_stale(self.path, self.stale_after)
 
     def refresh(self) -> None:
         if self.held:

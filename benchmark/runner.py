@@ -3,6 +3,7 @@ and its features extracted at most once; every cell ends in one record, ok or er
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -297,11 +298,11 @@ def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict,
     return out, chosen, extra
 
 
-def run_cell(ctx: GroupContext, cell: Cell, hp: dict):
+def run_cell(ctx: GroupContext, cell: Cell, hp: dict, config_hash: str, path: Path):
     if P.kind_of(cell.protocol) == "proxy":
         return run_proxy_cell(ctx, cell, hp)
     from .training.runner import run_training_cell
-    return run_training_cell(ctx, cell, hp)
+    return run_training_cell(ctx, cell, hp, config_hash, path)
 
 
 def _one_line(e: BaseException) -> str:
@@ -383,7 +384,7 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
     record = {"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed,
               "config": cfg, "config_hash": h}
     try:
-        metrics, chosen, extra = run_cell(ctx, c, hp)
+        metrics, chosen, extra = run_cell(ctx, c, hp, h, path)
         check_finite(c, metrics, ctx.memo.get(("feature_health", "train")))
         record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
         if ctx._loaded is not None and not isinstance(ctx._loaded, str):  # loaded here (features may be cached)
@@ -418,3 +419,5 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
                       **{n: round(v, 4) if isinstance(v, float) else v for n, v in k.items()}}
     record["provenance"] = provenance(opts.device, wall)
     write_record(path, record)
+    if record["status"] == STATUS_OK:  # only now: a kill before the record is on disk keeps the finished training
+        shutil.rmtree(path.with_suffix(".ckpt"), ignore_errors=True)

@@ -1,5 +1,6 @@
 """One training cell: sweep on validation (resumable), evaluate the chosen run on test and OOD sets,
-compute diagnostics; the record is written by the grid runner only when all of this finishes."""
+compute diagnostics; the record is written by the grid runner only when all of this finishes, and the cell's
+checkpoint folder is deleted by the grid runner only after that record is on disk."""
 from __future__ import annotations
 
 import json
@@ -46,7 +47,32 @@ def training_warnings(result: dict, val_labels: torch.Tensor) -> list:
     return out
 
 
-def run_training_cell(ctx, cell, overrides: dict):
+def checkpoint_dir(record_path: Path) -> Path:
+    """A training cell's resumable state, beside its record: `<protocol>__seed<k>.ckpt/`."""
+    return Path(record_path).with_suffix(".ckpt")
+
+
+def open_checkpoints(ckdir: Path, config_hash: str, log=print) -> None:
+    """Make `ckdir` hold only checkpoints of the cell config `config_hash` (model identity, dataset entry and its
+    files' fingerprint, the whole hp sweep, seed): a folder left by any other config (images rewritten, lr list
+    changed, ...) or of unknown origin is discarded and logged, so a resume only ever continues the same work.
+    The sweep point's own key (its hp combo) cannot tell those apart; the cell's hash can."""
+    marker = ckdir / "config_hash"
+    if ckdir.exists():
+        try:
+            have = marker.read_text().strip()
+        except OSError:
+            have = None
+        if have != config_hash:
+            shutil.rmtree(ckdir)
+            log(f"        discarded checkpoints in {ckdir}: made for cell config {have or 'unknown'}, "
+                f"this cell's is {config_hash}")
+    ckdir.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        write_text(marker, config_hash)
+
+
+def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path: Path):
     proto = PROTOCOLS.get(cell.protocol)
     hp = {**proto.defaults, **{k: v for k, v in overrides.items() if k != "diagnostics"}}  # a list, not a sweep
     opts, settings, entry = ctx.opts, ctx.dsets.settings, ctx.data_entry
@@ -71,8 +97,8 @@ def run_training_cell(ctx, cell, overrides: dict):
             yield x
 
     bctx = BuildContext(pristine, feature_dim, num_classes, cell.seed, linear_head, target_batches)
-    ckdir = Path(opts.out) / cell.dataset / cell.model / f"{cell.protocol}__seed{cell.seed}.ckpt"
-    ckdir.mkdir(parents=True, exist_ok=True)
+    ckdir = checkpoint_dir(record_path)
+    open_checkpoints(ckdir, config_hash, ctx.log)
     for stale in ckdir.glob("*.tmp.*"):  # a task killed mid-write (scancel: SIGKILL after KillWait) left it; only
         stale.unlink(missing_ok=True)   # the task that owns this cell's shard writes here
     progress_path = ckdir / "progress.json"
@@ -158,5 +184,4 @@ def run_training_cell(ctx, cell, overrides: dict):
                                                   "trained_fraction_backbone", "trained_params_total")}},
              "diagnostics": diag, "warnings": training_warnings(best, val_ds.labels),
              "images_processed": sum(r.get("images", 0) for r in progress["done"].values())}
-    shutil.rmtree(ckdir, ignore_errors=True)
     return metrics, chosen, extra
