@@ -134,3 +134,17 @@ def report_skipped(name: str, scan: Scan) -> None:
         more = f"; and {len(scan.skipped) - 3} more" if len(scan.skipped) > 3 else ""
         print(f"warning: dataset '{name}': {len(scan.skipped)} symbolic link(s) not followed: {shown}{more}",
               file=sys.stderr)
+
+
+def check_folder(entry) -> Scan:
+    """List a `folder:` dataset's splits (no image is opened or stat-ed) so that `bench validate` and `bench run`
+    stop on an empty class folder or a repeated file before any work, as config errors."""
+    root = Path(entry.folder).expanduser()
+    scan = Scan(root.resolve())
+    for split in ("train", "val", "test"):
+        if (root / split).is_dir():
+            try:
+                list_classes(root / split, scan)
+            except ConfigError as e:
+                raise ConfigError(f"dataset '{entry.name}': {e}") from None
+    return scan
