@@ -51,8 +51,11 @@ def _dataset_problem(d) -> None:
     kind, value = d.source()
     if kind == "torchvision" and value not in TORCHVISION_SPLITS:
         raise unknown_name("torchvision dataset", value, TORCHVISION_SPLITS, f"dataset '{d.name}'")
-    if kind == "folder" and not (Path(value).expanduser() / "train").is_dir():
-        raise ConfigError(f"dataset '{d.name}': folder '{value}' has no train/ subfolder")
+    if kind == "folder":
+        if not (Path(value).expanduser() / "train").is_dir():
+            raise ConfigError(f"dataset '{d.name}': folder '{value}' has no train/ subfolder")
+        from .data.folder_scan import check_folder
+        check_folder(d)  # empty class folders, the same file twice: listing only, no image read
     if kind == "packaged":
         if value not in PACKAGED_DATA:
             raise unknown_name("packaged dataset", value, PACKAGED_DATA, f"dataset '{d.name}'")

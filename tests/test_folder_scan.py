@@ -93,3 +93,21 @@ def test_an_empty_class_folder_is_a_config_error_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "bench: error:" in err
     assert f"{root / 'test' / 'class_9'}" in err or f"{root / 'train' / 'class_9'}" in err
+
+
+def test_validate_and_run_stop_on_an_empty_class_folder_or_a_repeated_file_before_any_work(tmp_path, capsys):
+    root = image_folder(tmp_path / "ds")
+    (tmp_path / "zoo.yaml").write_text("models:\n  - {name: a, timm: resnet18, pretrained: false}\n")
+    (tmp_path / "d.yaml").write_text(f"settings: {{protocols: [knn], target: knn}}\n"
+                                     f"datasets:\n  - {{name: ds, folder: {root}}}\n")
+    cfg = ["--zoo", str(tmp_path / "zoo.yaml"), "--datasets", str(tmp_path / "d.yaml")]
+    os.symlink("../../test/class1/0.png", root / "train" / "class1" / "dup.png")
+    for argv in (["validate"], ["run", "--out", str(tmp_path / "r")]):
+        assert main(argv + cfg) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "dataset 'ds'" in err and "is the same file as" in err
+    (root / "train" / "class1" / "dup.png").unlink()
+    (root / "train" / "class9").mkdir()
+    assert main(["validate"] + cfg) == 2
+    assert f"class folder {root / 'train' / 'class9'} has no images" in capsys.readouterr().err
+    assert not list((tmp_path / "r").rglob("*.json"))
