@@ -9,12 +9,12 @@ import pandas as pd
 
 from ..errors import ConfigError
 from .args import add_report_args  # noqa: F401  (kept importable from here)
+from .ceiling import add_ceiling, ceiling_table, ceiling_words
+from .health import feature_health_section
 from .load import load_records, seed_summary
 from .published import scores_from_table, transform_note
 from .pool import add_pool_scores
 from .stats import STATISTICS
-from .ceiling import add_ceiling, ceiling_table, ceiling_words
-from .health import feature_health_section
 from .tables import ProxyMeta, correlation_table, summary_table, to_markdown
 
 SHOWN = ["dataset", "proxy", "n", "kendall", "weighted_tau", "spearman", "pearson", "regret_top1", "best_in_top3",

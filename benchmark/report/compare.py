@@ -196,6 +196,10 @@ def verdict_words(pairs: pd.DataFrame, fr: dict | None, alpha: float = 0.05) -> 
     if pairs.empty:
         return ["Fewer than two proxies share datasets: nothing to compare."]
     for r in pairs.itertuples():
+        if r.n_datasets == 0:
+            lines.append(f"- {r.proxy_a} vs {r.proxy_b}: not tested — on every dataset they share, the target "
+                         f"cannot rank the models ({str(r.excluded_datasets).replace(';', ', ')}).")
+            continue
         ci = f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if np.isfinite(r.ci_low) else "(no interval)"
         if np.isfinite(r.wilcoxon_p) and r.wilcoxon_p < alpha:
             a_wins = r.mean_delta_kendall > 0
