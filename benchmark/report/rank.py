@@ -62,7 +62,7 @@ def _track_record(args, name: str, target: str):
 
 def _score_table(out, name, models, proxies, seed):
     """(scores: candidate x proxy seed means of the primary metric, per-candidate best possible values per proxy,
-    the first not-ok reason per proxy, the records of `seed` by (model, proxy))."""
+    the first not-ok reason per proxy, the records of `seed` by (model, proxy), every seed mean of the dataset)."""
     from ..proxies import PROXIES
     from ..records import read_record, record_path
     long, cells = load_records(out)
@@ -79,7 +79,7 @@ def _score_table(out, name, models, proxies, seed):
         bad = cells[(cells.dataset == name) & (cells.protocol == p) & (cells.status != "ok") & (cells.error != "")]
         if len(bad):
             reasons[p] = bad.error.iloc[0]
-    return scores, best, reasons, recs
+    return scores, best, reasons, recs, mean
 
 
 def _correctness(zoo, dsets, opts, name, proxies, recs, seed) -> tuple[dict, list]:
@@ -135,7 +135,7 @@ def rank(args) -> int:
     s = run_grid(zoo, dsets, opts)
     seed = int(dsets.settings.seeds[0])
     models = [m.name for m in zoo.models]
-    scores, best, reasons, recs = _score_table(args.out, name, models, proxies, seed)
+    scores, best, reasons, recs, mean = _score_table(args.out, name, models, proxies, seed)
     flags = {p: flag(scores[p], best.get(p)) for p in proxies}
     flags = {p: f + (f": {reasons[p]}" if f and p in reasons else "") for p, f in flags.items()}
     usable = [p for p in proxies if not flags[p]]
@@ -149,9 +149,8 @@ def rank(args) -> int:
         if p in correct:
             ci = {m: accuracy_interval(c, args.bootstrap) for m, c in correct[p].items()}
             table[f"{p} 95% CI"] = pd.Series({m: f"{lo:.2f}–{hi:.2f}" for m, (lo, hi) in ci.items()})
-    ft = add_pool_scores(seed_summary(load_records(args.out)[0]))
-    ft = ft[(ft.dataset == name) & (ft.protocol == target) & (ft.metric == "top1")].set_index("model")["mean"]
-    if len(ft):
+    ft = mean[(mean.protocol == target) & (mean.metric == "top1")].set_index("model")["mean"]
+    if len(ft):  # when --out is a bench run's results with the target on this dataset
         table[f"{target}.top1 (recorded)"] = ft
     higher = {p: PROXIES.get(p).higher_is_better for p in proxies}
     decision = decide(scores, higher, flags, trusted, correct, args.bootstrap) if trusted else None
