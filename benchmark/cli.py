@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_args(rep)
     rep.set_defaults(fn=cmd_report)
 
-    rk = sub.add_parser("rank", help="rank a zoo for a new dataset with the cheap proxies")
+    rk = sub.add_parser("rank", help="rank a zoo for a new dataset with the cheap proxies and recommend a model "
+                                     "(records under --out, default ./bench_rank)")
     add_rank_args(rk)
     rk.set_defaults(fn=cmd_rank)
 

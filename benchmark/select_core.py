@@ -26,6 +26,8 @@ def evidence(results, target: str, proxies=None):
     from .report.cost import load_costs, seconds
     from .report.load import load_records, seed_summary
     long, cells = load_records(results)
+    if "layer" in long:  # per-layer records (issue 21): models are compared at their penultimate features
+        long, cells = long[long.layer == "last"], cells[cells.layer == "last"]
     if cells.empty:
         raise ConfigError(f"{results}: no records found; run 'bench run' first or pass --results")
     primary = cells.groupby("protocol").primary.first().to_dict()

@@ -125,7 +125,10 @@ def describe(d: dict, key: str, why: str) -> list:
     if r is None:
         return [f"Recommendation: {w} (the only candidate scored by {key})."]
     verdict = {True: "distinguishable from", False: "NOT distinguishable from", None: "no interval to tell it from"}
-    lines = [f"Recommendation: {w}, {verdict[d['distinguishable']]} the runner-up {r}.",
+    head = f"Recommendation: {w}, {verdict[d['distinguishable']]} the runner-up {r}."
+    if iv is not None and iv["hi"] < 0:  # the trusted proxy is not the interval's: its test images disagree
+        head = f"Recommendation: {w} by {key}, but {iv['proxy']}'s test images favour the runner-up {r}."
+    lines = [head,
              f"  trusted proxy: {key} ({why})",
              f"  {key}: {w} {d['scores'][w]:.4g}, {r} {d['scores'][r]:.4g}" + (" (tied; first by name)" if d["tied"] else "")]
     if iv is not None:

@@ -12,25 +12,29 @@ import numpy as np
 import torch
 
 from ..proxies.knn import knn_predict
-from ..proxies.linear import Problem, _standardise, predict
+from ..proxies.linear import Problem, _standardise, predict, standardisation
 
 
-def _linear(train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
-    """The linear proxy's test path (proxies/linear.py): train+val standardised with their own statistics, one fit
-    at the recorded wd, argmax on test. It starts from zero instead of the proxy's warm start (the train-only
-    solution at that wd): the objective is strictly convex, so both reach the same optimum to the solver's
-    tolerance, and the top-1 check catches a test image that would land on the other side."""
+def _linear(ctx, seed, train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
+    """The linear proxy's test path (proxies/linear.py): train+val standardised with their own statistics, the fit
+    at the recorded wd warm-started from the train-only solution at that wd, argmax on test. That solution is the
+    head the proxy cell saved for LP-FT (raw-feature space: unfolded here with the train statistics); from zero
+    instead, a weak wd on separable features takes thousands of L-BFGS steps to the same optimum."""
     (tx, ty), (vx, vy), (ex, ey) = train, val, test
+    w_raw, b_raw = (t.to(tx.device, torch.float32) for t in ctx.linear_head(seed))
     full_x, full_y, ex = torch.cat([tx, vx]).float(), torch.cat([ty, vy]), ex.float()
+    start = (w_raw, b_raw)
     if hp.get("standardize", True):
+        mean, std = standardisation(tx.float())
+        start = (w_raw * std, b_raw + w_raw @ mean)  # raw_head's fold undone: the proxy's standardised w_best
         _, _, full_x, ex = _standardise(full_x, ex)
     k = int(max(full_y.max(), ey.max())) + 1
     prob = Problem(full_x, full_y, k)
-    params, _ = prob.fit(float(chosen["wd"]), None, hp.get("max_iter", 10000), hp.get("tol", 1e-6))
+    params, _ = prob.fit(float(chosen["wd"]), prob.rotate(start), hp.get("max_iter", 10000), hp.get("tol", 1e-6))
     return predict(prob.unrotate(params, torch.float64), ex.double())
 
 
-def _knn(train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
+def _knn(ctx, seed, train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
     """The kNN proxy exactly (proxies/knn.py): train+val as the memory bank, the recorded k and temperature."""
     (tx, ty), (vx, vy), (ex, ey) = train, val, test
     bank_x, bank_y = torch.cat([tx, vx]), torch.cat([ty, vy])
@@ -40,7 +44,8 @@ def _knn(train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
                        n_classes)
 
 
-PREDICTORS = {"linear": _linear, "knn": _knn}  # proxy -> predictions on test from (train, val, test, hp, chosen)
+# proxy -> test predictions from (GroupContext, seed, train, val, test, hp, the record's chosen hyperparameters)
+PREDICTORS = {"linear": _linear, "knn": _knn}
 
 
 def correctness(ctx, proxy: str, seed: int, record: dict, hp: dict, device) -> tuple[np.ndarray | None, str]:
@@ -49,7 +54,7 @@ def correctness(ctx, proxy: str, seed: int, record: dict, hp: dict, device) -> t
     train = ctx.proxy_train(seed, device)
     val = tuple(t.to(device) for t in ctx.features("val"))
     test = tuple(t.to(device) for t in ctx.features("test"))
-    pred = PREDICTORS[proxy](train, val, test, hp, record.get("hyperparameters") or {})
+    pred = PREDICTORS[proxy](ctx, seed, train, val, test, hp, record.get("hyperparameters") or {})
     correct = (pred == test[1]).cpu().numpy().astype(np.float64)
     recorded = (record.get("metrics") or {}).get("top1")
     if recorded is None or not np.isclose(100.0 * correct.mean(), recorded, rtol=0, atol=1e-9):

@@ -69,10 +69,12 @@ def _track_record(args, name: str, target: str):
 
 def _score_table(out, name, models, proxies, seed):
     """(scores: candidate x proxy seed means of the primary metric, per-candidate best possible values per proxy,
-    the first not-ok reason per proxy, the records of `seed` by (model, proxy))."""
+    the first not-ok reason per proxy, the records of `seed` by (model, proxy), every seed mean of the dataset)."""
     from ..proxies import PROXIES
     from ..records import read_record, record_path
     long, cells = load_records(out)
+    if "layer" in long:  # per-layer records (issue 21): models are compared at their penultimate features
+        long, cells = long[long.layer == "last"], cells[cells.layer == "last"]
     mean = add_pool_scores(seed_summary(long[(long.dataset == name) & long.model.isin(models)]))
     scores = pd.DataFrame(index=pd.Index(models, name="model"))
     best, reasons, recs = {}, {}, {}
@@ -86,7 +88,7 @@ def _score_table(out, name, models, proxies, seed):
         bad = cells[(cells.dataset == name) & (cells.protocol == p) & (cells.status != "ok") & (cells.error != "")]
         if len(bad):
             reasons[p] = bad.error.iloc[0]
-    return scores, best, reasons, recs
+    return scores, best, reasons, recs, mean
 
 
 def _correctness(zoo, dsets, opts, name, proxies, recs, seed) -> tuple[dict, list]:
@@ -115,6 +117,23 @@ def _correctness(zoo, dsets, opts, name, proxies, recs, seed) -> tuple[dict, lis
     return correct, notes
 
 
+def _table(scores, flags, correct, key, order, n_boot) -> pd.DataFrame:
+    """The printed table: models in `order`, each proxy's score (marked when left out of the decision) and, for
+    the accuracy proxies with per-image predictions, its bootstrap interval over the test images beside it.
+    Proxies with no score at all appear only among the left-out ones."""
+    from .decide import accuracy_interval
+    table = pd.DataFrame(index=pd.Index(order, name="model"))
+    for p in scores.columns:
+        if scores[p].notna().any():
+            table[key[p] + (" (left out)" if flags[p] else "")] = scores[p]
+        if p in correct:
+            ci = {m: accuracy_interval(c, n_boot) for m, c in correct[p].items()}
+            table[f"{p} 95% CI"] = pd.Series({m: f"{lo:.2f}–{hi:.2f}" for m, (lo, hi) in ci.items()})
+    table = table.reset_index()
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
 def rank(args) -> int:
     from ..config import load_zoo
     from ..devices import resolve_device
@@ -123,7 +142,7 @@ def rank(args) -> int:
     from ..runner import RunOptions, run_grid
     from ..validate import problems
     from ..select_core import order_models
-    from .decide import accuracy_interval, choose_trusted, decide, describe, flag
+    from .decide import choose_trusted, decide, describe, flag
     zoo = load_zoo(args.zoo)
     dsets, name = _dataset_config(args)
     proxies = list(dict.fromkeys(p.strip() for p in args.proxy.split(",") if p.strip()))
@@ -142,38 +161,28 @@ def rank(args) -> int:
     s = run_grid(zoo, dsets, opts)
     seed = int(dsets.settings.seeds[0])
     models = [m.name for m in zoo.models]
-    scores, best, reasons, recs = _score_table(args.out, name, models, proxies, seed)
+    scores, best, reasons, recs, mean = _score_table(args.out, name, models, proxies, seed)
     flags = {p: flag(scores[p], best.get(p)) for p in proxies}
     flags = {p: f + (f": {reasons[p]}" if f and p in reasons else "") for p, f in flags.items()}
     usable = [p for p in proxies if not flags[p]]
     trusted, why = choose_trusted(usable, track, proxies)
-    correct, notes = _correctness(zoo, dsets, opts, name, [p for p in usable if p in proxies], recs, seed)
+    correct, notes = _correctness(zoo, dsets, opts, name, usable, recs, seed)
     key = {p: f"{p}.{PROXIES.get(p).primary}" for p in proxies}
-    table = pd.DataFrame(index=scores.index)
-    for p in proxies:  # each accuracy proxy's interval beside it; proxies with no score at all only in the notes
-        if scores[p].notna().any():
-            table[key[p] + (" (left out)" if flags[p] else "")] = scores[p]
-        if p in correct:
-            ci = {m: accuracy_interval(c, args.bootstrap) for m, c in correct[p].items()}
-            table[f"{p} 95% CI"] = pd.Series({m: f"{lo:.2f}–{hi:.2f}" for m, (lo, hi) in ci.items()})
-    ft = add_pool_scores(seed_summary(load_records(args.out)[0]))
-    ft = ft[(ft.dataset == name) & (ft.protocol == target) & (ft.metric == "top1")].set_index("model")["mean"]
-    if len(ft):
-        table[f"{target}.top1 (recorded)"] = ft
     higher = {p: PROXIES.get(p).higher_is_better for p in proxies}
     decision = decide(scores, higher, flags, trusted, correct, args.bootstrap) if trusted else None
     by = trusted or proxies[0]
-    sort = key[by]
-    table = table.loc[order_models(scores[by], higher[by]) + [m for m in models if pd.isna(scores.at[m, by])]]
-    table = table.reset_index()
-    table.insert(0, "rank", range(1, len(table) + 1))
+    order = order_models(scores[by], higher[by])
+    table = _table(scores, flags, correct, key, order + [m for m in models if m not in order], args.bootstrap)
+    ft = mean[(mean.protocol == target) & (mean.metric == "top1")].set_index("model")["mean"]
+    if len(ft):  # when --out is a bench run's results with the target on this dataset
+        table.insert(len(table.columns), f"{target}.top1 (recorded)", table.model.map(ft))
     here = under(Path(args.out), name, what="--out folder")
     here.mkdir(parents=True, exist_ok=True)
     table.to_csv(here / "rank.csv", index=False)
     write_text(here / "rank.json", json.dumps({"dataset": name, "trusted": trusted, "why": why, "flags": flags,
                                                "seed": seed, "decision": decision, "notes": notes},
                                               indent=1, default=str))
-    print(f"\nRanking of {len(table)} models on '{name}' by {sort} ({s.ok} cells computed, {s.skipped} reused"
+    print(f"\nRanking of {len(table)} models on '{name}' by {key[by]} ({s.ok} cells computed, {s.skipped} reused"
           + (f"; proxy means over seeds {list(dsets.settings.seeds)}, intervals on seed {seed}"
              if len(dsets.settings.seeds) > 1 else "") + "):")
     print(to_markdown(table, ".2f"))
