@@ -16,11 +16,12 @@ from . import protocols as P
 from .atomic import torch_save
 from .config import DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
-from .errors import CellError, ConfigError, NotApplicable
+from .errors import CellError, ConfigError, DiskFull, NotApplicable
 from .data.augment import EvalTransform
 from .data.loader import StoredImages
 from .data.store import PixelStore, is_array_source, storage_size
 from .features import FeatureCache, extract, indices_digest
+from .leftovers import remove_dead_temps, tidy_finished_cell
 from .locks import CellLock
 from .seeding import cell_seed, seed_everything
 from .models import load_model
@@ -342,34 +343,52 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
     datas = {d.name: d for d in dsets.datasets}
     mine = [(k, g) for gi, (k, g) in enumerate(groups.items()) if gi % count == index]
     identities = data_identities(dsets, {k[1] for k, _ in mine}, sources)
+    remove_dead_temps(opts.out, cache.root, log=log)
+    contexts: dict = {}
+
+    def context(c):  # one per group, made only when a cell of the group is computed
+        if (c.model, c.dataset) not in contexts:
+            contexts.clear()  # groups run one after the other: let the previous one's features go
+            contexts[(c.model, c.dataset)] = GroupContext(models[c.model], datas[c.dataset], dsets, opts, cache,
+                                                          summary, sources, pixels, log)
+        return contexts[(c.model, c.dataset)]
+
+    def claim_and_run(c, cfg, h, path, force) -> bool:
+        """False when another live run holds the cell's claim."""
+        lock = CellLock(path)
+        if not lock.acquire():
+            return False
+        try:
+            if not force and is_done(path, h):  # finished by another run while we were busy
+                summary.skipped += 1
+                return True
+            run_one(context(c), c, cfg, h, path, hps[c.protocol], opts, summary, log)
+        finally:
+            lock.release()
+        return True
+
+    busy = []
     for (model_name, data_name), group in mine:
-        todo = []
         for c in group:
             cfg = cell_config(zoo, dsets, c, identities.get(c.dataset))
             path = record_path(opts.out, c.model, c.dataset, c.protocol, c.seed)
             h = stable_hash(cfg)
             if not opts.force and is_done(path, h):
                 summary.skipped += 1
-            else:
-                todo.append((c, cfg, h, path))
-        if not todo:
-            continue
-        ctx = GroupContext(models[model_name], datas[data_name], dsets, opts, cache, summary, sources, pixels, log)
-        for c, cfg, h, path in todo:
-            lock = CellLock(path)
-            if not lock.acquire():
-                owner = lock.owner() or {}
-                summary.busy.append(c)
+                tidy_finished_cell(path)  # a claim or checkpoint folder a kill left on a finished cell
+            elif not claim_and_run(c, cfg, h, path, opts.force):
+                owner = CellLock(path).owner() or {}
+                busy.append((c, cfg, h, path))
                 log(f"[busy]  {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): claimed by "
                     f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
-                continue
-            try:
-                if not opts.force and is_done(path, h):  # finished by another run while we were busy
-                    summary.skipped += 1
-                    continue
-                run_one(ctx, c, cfg, h, path, hps[c.protocol], opts, summary, log)
-            finally:
-                lock.release()
+    # Cells another run held: look again before exiting, and take over those whose owner has died since.
+    for c, cfg, h, path in busy:
+        if is_done(path, h):
+            summary.skipped += 1
+        elif claim_and_run(c, cfg, h, path, force=False):
+            log(f"        took over {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}) from a run that ended")
+        else:
+            summary.busy.append(c)
     return summary
 
 
@@ -390,7 +409,7 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
         log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
         for w in record.get("warnings", []):
             log(f"        warning: {w}")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DiskFull):  # the run stops: no error record (a full disk could not write it)
         raise
     except NotApplicable as e:  # a final state of its own, not an error: never retried
         record.update(status=STATUS_NA, reason=str(e))
