@@ -22,7 +22,7 @@ from .data.loader import StoredImages
 from .data.store import PixelStore, is_array_source, storage_size
 from .features import FeatureCache, extract, indices_digest
 from .leftovers import remove_dead_temps, tidy_finished_cell
-from .locks import CellLock
+from .locks import CellLock, claimed
 from .seeding import cell_seed, seed_everything
 from .models import load_model
 from .proxies import get_proxy
@@ -126,6 +126,7 @@ class GroupContext:
         self.pixels = pixels or PixelStore(cache.root / "pixels")
         self.log = log
         self._loaded = None
+        self.model_info = None  # {'model_identity', 'model_notes'}: from the loaded model or beside cached features
         self.memo = {}  # per-group results reused across cells (e.g. the linear head for LP-FT)
         self.costs = new_costs()  # what the current cell used: reset by the grid runner per cell
 
@@ -194,12 +195,29 @@ class GroupContext:
         elif (hit := self.cache.load(key)) is not None:
             self.summary.features_cached += 1
             feats, labels, cost = hit
-        else:
-            feats, labels, _, cost = self._extract(entry, split, key)
+            self._cached_model_info(key)
+        else:  # one extraction per split across concurrent runs: wait for theirs rather than repeat it
+            def wait(o):
+                self.log(f"        waiting for {o.get('host', '?')}:{o.get('pid', '?')} to extract "
+                         f"{self.model_entry.name}/{entry.name}/{split}")
+            with claimed(self.cache.path(key), on_wait=wait):
+                if (hit := self.cache.load(key)) is not None:  # theirs, finished while we waited
+                    self.summary.features_cached += 1
+                    feats, labels, cost = hit
+                    self._cached_model_info(key)
+                else:
+                    feats, labels, _, cost = self._extract(entry, split, key)
         self.memo[memo] = (feats, labels, cost)
         self.costs["features_s"] += cost.get("seconds", 0.0)
         self.costs["features_images"] += cost.get("images", 0)
         return feats, labels
+
+    def _cached_model_info(self, key):
+        if self.model_info is None:
+            self.model_info = self.cache.model_info(key)
+        if self.model_info is None:  # features cached before model identities were stored: load it once for it
+            self.model_info = {"model_identity": self.loaded.identity, "model_notes": self.loaded.notes}
+            self.cache.save_model_info(key, self.model_info)
 
     def _extract(self, entry, split, key):
         """One forward pass over a split's stored pixels; caches features, labels and the source classifier's
@@ -212,7 +230,8 @@ class GroupContext:
         feats, labels, probs = out if head is not None else (*out, None)
         cost = {"seconds": round(time.perf_counter() - t0, 4), "images": len(labels)}
         self.costs["extracted_s"] += cost["seconds"]
-        self.cache.save(key, feats, labels, cost, source_probs=probs)
+        self.model_info = {"model_identity": self.loaded.identity, "model_notes": self.loaded.notes}
+        self.cache.save(key, feats, labels, cost, source_probs=probs, model_info=self.model_info)
         self.summary.features_computed += 1
         return feats, labels, probs, cost
 
@@ -404,6 +423,8 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
         record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
         if ctx._loaded is not None and not isinstance(ctx._loaded, str):  # loaded here (features may be cached)
             record.update(model_identity=ctx._loaded.identity, model_notes=ctx._loaded.notes)
+        elif ctx.model_info is not None:  # every feature came from cache: the identity stored beside them
+            record.update(ctx.model_info)
         summary.ok += 1
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
