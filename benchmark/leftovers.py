@@ -26,7 +26,8 @@ def remove_dead_temps(*roots, log=print) -> int:
     """Delete `<name>.tmp.<host>.<pid>.<random>` files (records, plan, features, heads, pixel store, training
     checkpoints) whose writer is no longer running; returns how many were removed."""
     removed, freed = 0, 0
-    for root in {Path(r) for r in roots if r is not None}:
+    roots = {Path(r).resolve() for r in roots if r is not None}
+    for root in [r for r in roots if not any(o != r and o in r.parents for o in roots)]:  # the cache may be in out
         if not root.is_dir():
             continue
         for path in root.rglob("*.tmp.*"):
