@@ -2,9 +2,37 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
-from .errors import ConfigError
+from .errors import ConfigError, DiskFull
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM: a KeyboardInterrupt, so the paths that already let an interrupt through (cells, atomic
+    writes, claims released in `finally`, DataLoader workers that exit quietly on it) treat both the same."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    # The first signal stops the run; later ones (Ctrl-C pressed twice, a scheduler's repeated TERM) must not
+    # interrupt the cleanup that releases the claims, nor print a traceback from inside it.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def _install_stop_handlers():
+    """SIGTERM (SLURM's preemption and time limit, `kill`) ends the run like Ctrl-C: one line, claims released,
+    exit 128 + signal. Only the CLI installs them: submitit's task processes keep their own handlers (they call
+    the runner directly, not main), so requeueing on preemption is untouched. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _csv(s: str | None):
@@ -83,7 +111,15 @@ def run_on_devices(args) -> int:
     n = len(args.devices)
     procs = [subprocess.Popen([sys.executable, "-m", "benchmark.cli", *base, "--device", d, "--shard", f"{i}/{n}"])
              for i, d in enumerate(args.devices)]
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    except Stopped as e:  # the workers stop the same way (each releases its claims), then so do we
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(e.signum)
+        for p in procs:
+            p.wait()
+        raise
     print(f"devices: {n} workers on {', '.join(args.devices)}; exit codes {codes}")
     return max(codes)
 
@@ -232,19 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    previous = _install_stop_handlers()
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error (2, its one line already printed)
-        return e.code if isinstance(e.code, int) else 2
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help (0) or a usage error (2, its one line already printed)
+            return e.code if isinstance(e.code, int) else 2
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return args.fn(args)
     except ConfigError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; finished cells are saved, run again to resume", file=sys.stderr)
-        return 130
+    except DiskFull as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (SIGINT)"
+        print(f"bench: {what}; claims released, finished cells are saved; run again to resume", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        for s, h in previous.items():  # a caller's own handlers (tests, notebooks) come back
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

@@ -23,3 +23,7 @@ def unknown_name(kind: str, name: str, valid, where: str = "") -> ConfigError:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     prefix = f"{where}: " if where else ""
     return ConfigError(f"{prefix}unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}")
+
+
+class DiskFull(Exception):
+    """A write hit ENOSPC/EDQUOT: the run stops with one line naming the folder (every later write would fail)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import torch_save
+from .atomic import torch_save, write_text
 from .config import stable_hash
 from .errors import CellError
 
@@ -93,6 +94,17 @@ class FeatureCache:
         self.hits += 1
         return blob["features"], blob["labels"], blob.get("cost", {})
 
+    def model_info(self, key: dict) -> dict | None:
+        """{'model_identity', 'model_notes'} of the model that made the cached features (stored beside them, so a
+        record computed from cache names its weights as exactly as one that loaded them), or None."""
+        try:
+            return json.loads(self.path(key).with_suffix(".model").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_model_info(self, key: dict, info: dict) -> None:
+        write_text(self.path(key).with_suffix(".model"), json.dumps(info, default=str))
+
     def source_probs(self, key: dict):
         """(True, probs or None) when the file records the source classifier's output (None: the model has
         none); (False, None) for files written before probabilities were stored, or no file."""
@@ -106,7 +118,7 @@ class FeatureCache:
         return ("source_probs" in blob), blob.get("source_probs")
 
     def save(self, key: dict, features: torch.Tensor, labels: torch.Tensor, cost: dict | None = None,
-             source_probs=False) -> None:
+             source_probs=False, model_info: dict | None = None) -> None:
         """`source_probs`: the source classifier's probabilities, None when the model has no classifier, or
         False (not known: nothing recorded). `cost`: {'seconds', 'images'} of the pass that made them."""
         if not torch.isfinite(features).all():
@@ -116,5 +128,7 @@ class FeatureCache:
                 "health": feature_health(features)}  # beside the features: readable without recomputing
         if source_probs is not False:
             blob["source_probs"] = source_probs
+        if model_info is not None:  # first, so features on disk always have theirs
+            self.save_model_info(key, model_info)
         torch_save(blob, self.path(key))
         self.computed += 1

@@ -7,6 +7,7 @@ work). Breaking renames the file first, so two processes cannot both break and b
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -137,3 +138,21 @@ class CellLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+@contextlib.contextmanager
+def claimed(path: str | os.PathLike, on_wait=None, stale_after: float = STALE_AFTER_S):
+    """Hold the claim `<path minus suffix>.lock` for the block, waiting while another live process holds it (or
+    taking it over when that one dies): used so concurrent runs extract each feature split once. `on_wait` is
+    called once if we have to wait."""
+    lock, delay = CellLock(path, stale_after), 0.1
+    while not lock.acquire():
+        if on_wait is not None:
+            on_wait(lock.owner() or {})
+            on_wait = None
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -16,13 +16,14 @@ from . import protocols as P
 from .atomic import torch_save
 from .config import NOT_IN_IDENTITY, DatasetsConfig, ZooConfig, as_dict, stable_hash
 from .data import few_shot, load_source, plan_splits
-from .errors import CellError, ConfigError, NotApplicable
+from .errors import CellError, ConfigError, DiskFull, NotApplicable
 from .data.augment import EvalTransform
 from .data.loader import StoredImages
 from .data.store import PixelStore, is_array_source, storage_size
 from .features import FeatureCache, extract, feature_health, indices_digest
 from .finite import check_finite
-from .locks import CellLock
+from .leftovers import remove_dead_temps, tidy_finished_cell
+from .locks import CellLock, claimed
 from .seeding import cell_seed, seed_everything
 from .models import load_model
 from .proxies import get_proxy
@@ -126,6 +127,7 @@ class GroupContext:
         self.pixels = pixels or PixelStore(cache.root / "pixels")
         self.log = log
         self._loaded = None
+        self.model_info = None  # {'model_identity', 'model_notes'}: from the loaded model or beside cached features
         self.memo = {}  # per-group results reused across cells (e.g. the linear head for LP-FT)
         self.costs = new_costs()  # what the current cell used: reset by the grid runner per cell
 
@@ -194,14 +196,31 @@ class GroupContext:
         elif (hit := self.cache.load(key)) is not None:
             self.summary.features_cached += 1
             feats, labels, cost = hit
-        else:
-            feats, labels, _, cost = self._extract(entry, split, key)
+            self._cached_model_info(key)
+        else:  # one extraction per split across concurrent runs: wait for theirs rather than repeat it
+            def wait(o):
+                self.log(f"        waiting for {o.get('host', '?')}:{o.get('pid', '?')} to extract "
+                         f"{self.model_entry.name}/{entry.name}/{split}")
+            with claimed(self.cache.path(key), on_wait=wait):
+                if (hit := self.cache.load(key)) is not None:  # theirs, finished while we waited
+                    self.summary.features_cached += 1
+                    feats, labels, cost = hit
+                    self._cached_model_info(key)
+                else:
+                    feats, labels, _, cost = self._extract(entry, split, key)
         self.memo[memo] = (feats, labels, cost)
         if entry is self.data_entry and ("feature_health", split) not in self.memo:  # cached or fresh alike
             self.memo[("feature_health", split)] = feature_health(feats)
         self.costs["features_s"] += cost.get("seconds", 0.0)
         self.costs["features_images"] += cost.get("images", 0)
         return feats, labels
+
+    def _cached_model_info(self, key):
+        if self.model_info is None:
+            self.model_info = self.cache.model_info(key)
+        if self.model_info is None:  # features cached before model identities were stored: load it once for it
+            self.model_info = {"model_identity": self.loaded.identity, "model_notes": self.loaded.notes}
+            self.cache.save_model_info(key, self.model_info)
 
     def _extract(self, entry, split, key):
         """One forward pass over a split's stored pixels; caches features, labels and the source classifier's
@@ -214,7 +233,8 @@ class GroupContext:
         feats, labels, probs = out if head is not None else (*out, None)
         cost = {"seconds": round(time.perf_counter() - t0, 4), "images": len(labels)}
         self.costs["extracted_s"] += cost["seconds"]
-        self.cache.save(key, feats, labels, cost, source_probs=probs)
+        self.model_info = {"model_identity": self.loaded.identity, "model_notes": self.loaded.notes}
+        self.cache.save(key, feats, labels, cost, source_probs=probs, model_info=self.model_info)
         self.summary.features_computed += 1
         return feats, labels, probs, cost
 
@@ -345,34 +365,52 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
     datas = {d.name: d for d in dsets.datasets}
     mine = [(k, g) for gi, (k, g) in enumerate(groups.items()) if gi % count == index]
     identities = data_identities(dsets, {k[1] for k, _ in mine}, sources)
+    remove_dead_temps(opts.out, cache.root, log=log)
+    contexts: dict = {}
+
+    def context(c):  # one per group, made only when a cell of the group is computed
+        if (c.model, c.dataset) not in contexts:
+            contexts.clear()  # groups run one after the other: let the previous one's features go
+            contexts[(c.model, c.dataset)] = GroupContext(models[c.model], datas[c.dataset], dsets, opts, cache,
+                                                          summary, sources, pixels, log)
+        return contexts[(c.model, c.dataset)]
+
+    def claim_and_run(c, cfg, h, path, force) -> bool:
+        """False when another live run holds the cell's claim."""
+        lock = CellLock(path)
+        if not lock.acquire():
+            return False
+        try:
+            if not force and is_done(path, h):  # finished by another run while we were busy
+                summary.skipped += 1
+                return True
+            run_one(context(c), c, cfg, h, path, hps[c.protocol], opts, summary, log)
+        finally:
+            lock.release()
+        return True
+
+    busy = []
     for (model_name, data_name), group in mine:
-        todo = []
         for c in group:
             cfg = cell_config(zoo, dsets, c, identities.get(c.dataset))
             path = record_path(opts.out, c.model, c.dataset, c.protocol, c.seed)
             h = stable_hash(cfg)
             if not opts.force and is_done(path, h):
                 summary.skipped += 1
-            else:
-                todo.append((c, cfg, h, path))
-        if not todo:
-            continue
-        ctx = GroupContext(models[model_name], datas[data_name], dsets, opts, cache, summary, sources, pixels, log)
-        for c, cfg, h, path in todo:
-            lock = CellLock(path)
-            if not lock.acquire():
-                owner = lock.owner() or {}
-                summary.busy.append(c)
+                tidy_finished_cell(path)  # a claim or checkpoint folder a kill left on a finished cell
+            elif not claim_and_run(c, cfg, h, path, opts.force):
+                owner = CellLock(path).owner() or {}
+                busy.append((c, cfg, h, path))
                 log(f"[busy]  {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): claimed by "
                     f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
-                continue
-            try:
-                if not opts.force and is_done(path, h):  # finished by another run while we were busy
-                    summary.skipped += 1
-                    continue
-                run_one(ctx, c, cfg, h, path, hps[c.protocol], opts, summary, log)
-            finally:
-                lock.release()
+    # Cells another run held: look again before exiting, and take over those whose owner has died since.
+    for c, cfg, h, path in busy:
+        if is_done(path, h):
+            summary.skipped += 1
+        elif claim_and_run(c, cfg, h, path, force=False):
+            log(f"        took over {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}) from a run that ended")
+        else:
+            summary.busy.append(c)
     return summary
 
 
@@ -389,12 +427,14 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
         record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
         if ctx._loaded is not None and not isinstance(ctx._loaded, str):  # loaded here (features may be cached)
             record.update(model_identity=ctx._loaded.identity, model_notes=ctx._loaded.notes)
+        elif ctx.model_info is not None:  # every feature came from cache: the identity stored beside them
+            record.update(ctx.model_info)
         summary.ok += 1
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
         for w in record.get("warnings", []):
             log(f"        warning: {w}")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DiskFull):  # the run stops: no error record (a full disk could not write it)
         raise
     except NotApplicable as e:  # a final state of its own, not an error: never retried
         record.update(status=STATUS_NA, reason=str(e))

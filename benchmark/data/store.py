@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..atomic import write_text
+from ..atomic import is_disk_full, no_space, temp_path, write_text
 from ..config import stable_hash
 
 
@@ -77,6 +77,20 @@ class Stored:
     decode: dict | None  # {"images", "seconds", "images_per_s"} when this call decoded them, else None
 
 
+def _preallocate(path: Path) -> None:
+    """Reserve the memmap's blocks now: a sparse file on a full disk fails only when a page is written through the
+    mapping, and that failure is SIGBUS (the process dies), not an exception. Filesystems without fallocate
+    (some NFS) keep the sparse file."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if is_disk_full(e):
+            raise
+    finally:
+        os.close(fd)
+
+
 class PixelStore:
     """`.npy` files named by the hash of what determines the pixels, written atomically (temp name + replace)."""
 
@@ -99,20 +113,27 @@ class PixelStore:
                 pass  # a corrupt or truncated file is rebuilt, not fatal
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(indices), 3, size, size))
-        if is_array_source(data):
-            batches = _array_batches(data.images, indices, size, interpolation)
-        else:
-            batches = DataLoader(_PilResized(data, indices, size, interpolation), batch_size=64,
-                                 num_workers=num_workers)
-        pos = 0
-        for x in tqdm(batches, desc=desc, leave=False, disable=None):
-            out[pos:pos + len(x)] = x.numpy()
-            pos += len(x)
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        tmp = temp_path(path)  # a killed writer's temp is removed by the next run (leftovers.py)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(indices), 3, size, size))
+            _preallocate(tmp)
+            if is_array_source(data):
+                batches = _array_batches(data.images, indices, size, interpolation)
+            else:
+                batches = DataLoader(_PilResized(data, indices, size, interpolation), batch_size=64,
+                                     num_workers=num_workers)
+            pos = 0
+            for x in tqdm(batches, desc=desc, leave=False, disable=None):
+                out[pos:pos + len(x)] = x.numpy()
+                pos += len(x)
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise no_space(path) from None
+            raise
         write_text(path.with_suffix(".key"), json.dumps({"key": key}, default=str))  # for humans; not *.json, which records use
         seconds = time.perf_counter() - t0
         self.decoded += 1
