@@ -32,7 +32,7 @@ RANDOM = "  - {name: mnv2_random, package: mobilenetv2_100, pretrained: false}\n
 @pytest.fixture(scope="module")
 def domain(tmp_path_factory):
     """A 192-image folder (3 classes; 114 train images < 1280 feature dims, so the H-score is K-1 = 2 for every
-    model: a constant proxy) ranked once with a planted tie; later calls reuse its feature cache."""
+    model: a constant proxy) ranked once with a planted tie; later calls reuse its records or feature cache."""
     root = tmp_path_factory.mktemp("rank")
     folder = texture_folder(root / "my_domain")
     (root / "d.yaml").write_text(f"protocols:\n  linear: {{n_wd: 8}}\n"
@@ -88,10 +88,11 @@ def test_records_land_under_out_and_the_default_out_is_named_not_cwd_results(dom
 
 def test_the_recommendation_names_the_clearly_best_model(domain, tie, capsys):
     """ImageNet weights against the same network at random init on real textures: 98 % against 71 % linear top-1."""
-    assert _rank(domain, "clear.yaml", domain / "clear", "--cache-dir", str(domain / "tie/.cache")) == 0
+    assert _rank(domain, "clear.yaml", domain / "tie") == 0  # the tie run's records: only the decision is new
     out = capsys.readouterr().out
+    assert "(0 cells computed, 6 reused)" in out
     assert "Recommendation: mnv2, distinguishable from the runner-up mnv2_random." in out
-    d = json.loads((domain / "clear/my_domain/rank.json").read_text())["decision"]
+    d = json.loads((domain / "tie/my_domain/rank.json").read_text())["decision"]
     assert d["distinguishable"] and d["interval"]["lo"] > 0
     assert d["agreement"]["agree"] == ["linear", "knn"]
 
@@ -105,11 +106,11 @@ def test_the_trusted_proxy_comes_from_the_track_record_with_results(domain, tie,
                 write_record(past / d / f"m{i}" / f"{proto}__seed0.json",
                              {"model": f"m{i}", "dataset": d, "protocol": proto, "seed": 0, "status": "ok",
                               "primary": "top1", "higher_is_better": True, "metrics": {"top1": float(v)}})
-    assert _rank(domain, "clear.yaml", domain / "clear", "--results", str(past)) == 0
+    assert _rank(domain, "clear.yaml", domain / "tie", "--results", str(past)) == 0
     out = capsys.readouterr().out
     assert "trusted proxy: knn.top1 (best track record on the past records: mean Kendall τ 1.00" in out
     assert "by knn.top1" in out
-    assert _rank(domain, "clear.yaml", domain / "clear", "--results", str(domain / "nothing")) == 2
+    assert _rank(domain, "clear.yaml", domain / "tie", "--results", str(domain / "nothing")) == 2
     assert "--results is read for the proxies' track record" in capsys.readouterr().err
 
 

@@ -146,8 +146,11 @@ def describe(d: dict, key: str, why: str) -> list:
     for p, s in a["firsts"].items():
         if w not in s:
             others.setdefault("/".join(s), []).append(p)
+    shared = sorted({c for p in a["agree"] for c in a["firsts"][p] if c != w})  # tied first with the winner
+    n_shared = sum(len(a["firsts"][p]) > 1 for p in a["agree"])
     lines.append(f"  agreement: {len(a['agree'])} of {a['n_usable']} usable proxies put {w} first"
                  + (f" ({', '.join(a['agree'])})" if a["agree"] else "")
+                 + (f", {n_shared} of them tied with {'/'.join(shared)}" if shared else "")
                  + "".join(f"; {', '.join(ps)} put {c} first" for c, ps in others.items()))
     for p, f in d["left_out"].items():
         lines.append(f"  left out: {p} — {f}")
