@@ -92,7 +92,8 @@ def protocol_hp(dsets: DatasetsConfig, protocol: str) -> dict:
 
 def model_identity(entry) -> dict:
     """The zoo entry, plus size and mtime of a local checkpoint file, so a replaced file invalidates caches.
-    `meta` (published numbers for reports) is left out: editing them must not invalidate records."""
+    NOT_IN_IDENTITY (`meta`, published numbers for reports; `max_checkpoint_gb`, a safety limit) is left out:
+    editing them must not invalidate records."""
     ident = {k: v for k, v in as_dict(entry).items() if k not in NOT_IN_IDENTITY}
     if entry.checkpoint and "://" not in entry.checkpoint:
         p = Path(entry.checkpoint).expanduser()
