@@ -2,7 +2,6 @@
 checkpoint folder of a cell whose record was written just before the kill."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket

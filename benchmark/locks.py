@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+from .atomic import is_disk_full, no_space
+
 STALE_AFTER_S = 6 * 3600.0  # other hosts' claims older than this (no refresh) are considered abandoned
 
 
@@ -61,8 +63,18 @@ def _create(path: Path, token: str) -> bool:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": token, "since": time.time()}, f)
+    except OSError as e:
+        if is_disk_full(e):
+            raise no_space(path) from None
+        raise
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": token, "since": time.time()}, f)
+    except OSError as e:  # an empty claim would block the cell for a minute: none at all
+        path.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise no_space(path) from None
+        raise
     return True
 
 

@@ -1,5 +1,6 @@
 """What killed runs leave behind is cleaned by the next run; cells another run held are taken over when it dies."""
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_next_run_removes_dead_writers_temps_and_finished_cells_claims(grid):
             out / f".cache/abc.pt.tmp.{host}.{DEAD_PID}.deadbeef",
             pixels.with_name(f"{pixels.name}.tmp.{host}.{DEAD_PID}.00ff00ff"),
             out / f"plan.json.tmp.{host}.{DEAD_PID}.12345678"]
-    alive = [out / f".cache/live.pt.tmp.{host}.{__import__('os').getpid()}.abcdef01",  # a writer at work
+    alive = [out / f".cache/live.pt.tmp.{host}.{os.getpid()}.abcdef01",  # a writer at work
              out / ".cache/other.pt.tmp.node-7.cluster.42.abcdef02"]  # another host's, recently written
     for p in dead + alive:
         p.write_bytes(b"\0" * 100)
