@@ -127,7 +127,7 @@ def test_validation_accuracy_agrees_with_sklearn_at_every_wd(digit_features):
     tx, ty, vx, vy = digit_features
     _, _, x, v = _standardise(tx, vx)
     prob = Problem(x, ty, 4)
-    z, zv = prob.x.numpy(), (v.double() @ prob.q).numpy()  # an orthogonal change of basis: the same problem
+    z, zv = prob.data.x.numpy(), (v.double() @ prob.q).numpy()  # an orthogonal change of basis: the same problem
     params, clf = None, LogisticRegression(tol=1e-10, max_iter=100000, warm_start=True)
     for wd in WDS:
         params, _ = prob.fit(wd, params)
