@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import scipy.special  # noqa: E402
 import torch  # noqa: E402
 
-from benchmark.proxies.linear import Problem, _standardise, default_wds, linear  # noqa: E402
+from benchmark.proxies.linear import Problem, _standardise, default_wds, linear, predict  # noqa: E402
 from old_linear import OLD_COMMIT, load_old_linear  # noqa: E402
 
 GAP = 1e-6  # the probe's stated tolerance (its default `tol`)
@@ -44,13 +44,19 @@ LADDER = [1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10]
 
 
 def objective(W, b, x, y, wd):
-    """Σ_i CE_i + wd/2 ‖W‖² in float64 NumPy, the same formula for both solvers (W [K, D] on x [N, D])."""
-    z = x @ W.T + b
-    return float((scipy.special.logsumexp(z, axis=1) - z[np.arange(len(y)), y]).sum() + 0.5 * wd * (W * W).sum())
+    """Σ_i CE_i + wd/2 ‖W‖² in float64 over row chunks of x (on x's device): the same formula for every solution
+    (W [K, D], b [K], any array type)."""
+    W, b = (torch.as_tensor(t, dtype=torch.float64, device=x.device) for t in (W, b))
+    total = 0.5 * wd * float((W * W).sum())
+    for i in range(0, len(x), 8192):
+        z = torch.addmm(b, x[i:i + 8192].double(), W.T)
+        total += float((torch.logsumexp(z, 1) - z.gather(1, y[i:i + 8192, None])[:, 0]).sum())
+    return total
 
 
 def accuracy(W, b, x, y):
-    return 100.0 * float(np.mean((x @ W.T + b).argmax(1) == y))
+    W, b = (torch.as_tensor(t, dtype=torch.float64, device=x.device) for t in (W, b))
+    return 100.0 * float((predict((W, b), x, torch.float64) == y).double().mean())
 
 
 def real_features(cache: Path):
@@ -87,7 +93,7 @@ def make_case(name, args):
         sel = [(x[y < k], y[y < k]) for x, y in (f["train"], f["val"], f["test"])]
         desc = f"EfficientNet-Lite0 on MNIST-5k at 64 px, digits 0-{k - 1}"
         return sel, k, desc
-    n, d, k = (50_000, 2_048, 100) if name == "planted" else (1_280_000, 2_048, 1_000)
+    n, d, k = {"planted": (50_000, 2_048, 100), "imagenet": (1_280_000, 2_048, 1_000), "tiny": (2_000, 64, 5)}[name]
     tr = planted(n, d, k, 0, args.device)
     va = planted(n // 5, d, k, 1, args.device, tr[2])
     te = planted(n // 5, d, k, 2, args.device, tr[2])
@@ -133,38 +139,34 @@ def equal_objective(case, data, k, args, rows):
     scale = 45 / len(wds)
     t_ours, prob, sols = ours_sweep(x, ty, k, wds, GAP)
     unconv = sum(not ok for _, ok in sols)
-    ours = [tuple(t.cpu().numpy() for t in prob.unrotate(p, torch.float64)) for p, _ in sols]
-    x64, v64, e64 = (t.double().cpu().numpy() for t in (x, v, e))
-    y, yv, ye = ty.cpu().numpy(), vy.cpu().numpy(), ey.cpu().numpy()
+    ours = [prob.unrotate(p, torch.float64) for p, _ in sols]
     # Our side of the reference: each solution pushed to tol 1e-10 (untimed).
-    ref = []
-    for wd, (p, _) in zip(wds, sols):
-        q, _ = prob.fit(wd, p, tol=1e-10)
-        W, b = (t.cpu().numpy() for t in prob.unrotate(q, torch.float64))
-        ref.append(objective(W, b, x64, y, wd))
-    f_ours = [objective(W, b, x64, y, wd) for (W, b), wd in zip(ours, wds)]
-    line = dict(case=case, n=f"{len(y):,} x {x.shape[1]:,} x {k}", wds=len(wds), t_ours=t_ours * scale,
+    ref = [objective(*prob.unrotate(prob.fit(wd, p, tol=1e-10)[0], torch.float64), x, ty, wd)
+           for wd, (p, _) in zip(wds, sols)]
+    f_ours = [objective(W, b, x, ty, wd) for (W, b), wd in zip(ours, wds)]
+    line = dict(case=case, n=f"{len(ty):,} x {x.shape[1]:,} x {k}", wds=len(wds), t_ours=t_ours * scale,
                 evals=prob.evals, unconv=unconv)
     if args.device == "cpu" and not args.skip_sklearn:
+        x64, y = x.double().numpy(), ty.numpy()
         t_ref, sk_ref = sklearn_sweep(x64, y, wds, 1e-10)  # sklearn's side of the reference (untimed)
-        ref = [min(r, objective(W, b, x64, y, wd)) for r, (W, b), wd in zip(ref, sk_ref, wds)]
+        ref = [min(r, objective(W, b, x, ty, wd)) for r, (W, b), wd in zip(ref, sk_ref, wds)]
         found = None
         for tol in LADDER:
             t_sk, sk = (t_ref, sk_ref) if tol == 1e-10 else sklearn_sweep(x64, y, wds, tol)
-            gaps = [(objective(W, b, x64, y, wd) - r) / r for (W, b), wd, r in zip(sk, wds, ref)]
+            gaps = [(objective(W, b, x, ty, wd) - r) / r for (W, b), wd, r in zip(sk, wds, ref)]
             print(f"  [{case}] sklearn tol {tol:g}: {t_sk * scale:.1f} s, worst gap {max(gaps):.1e}", flush=True)
             if max(gaps) <= GAP or tol == LADDER[-1]:
                 found = (tol, t_sk, sk, gaps)
                 break
         tol, t_sk, sk, gaps = found
-        sk_acc = [accuracy(W, b, v64, yv) for W, b in sk]
+        sk_acc = [accuracy(W, b, v, vy) for W, b in sk]
         wd_s, acc_s, i_s = chosen(sk_acc, wds)
         line.update(t_sk=t_sk * scale, sk_tol=tol, sk_gap=max(gaps), sk_wd=wd_s, sk_val=acc_s,
-                    sk_test=accuracy(*sk[i_s], e64, ye), sk_ok=max(gaps) <= GAP)
+                    sk_test=accuracy(*sk[i_s], e, ey), sk_ok=max(gaps) <= GAP)
     ours_gap = [(f - r) / r for f, r in zip(f_ours, ref)]
-    acc = [accuracy(W, b, v64, yv) for W, b in ours]
+    acc = [accuracy(W, b, v, vy) for W, b in ours]
     wd_o, acc_o, i_o = chosen(acc, wds)
-    line.update(ours_gap=max(ours_gap), ours_wd=wd_o, ours_val=acc_o, ours_test=accuracy(*ours[i_o], e64, ye))
+    line.update(ours_gap=max(ours_gap), ours_wd=wd_o, ours_val=acc_o, ours_test=accuracy(*ours[i_o], e, ey))
     rows.append(line)
     print(f"  [{case}] {line}", flush=True)
 
@@ -187,7 +189,7 @@ def proxy_vs_old(case, data, args, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=["real5", "real10", "planted"],
-                    choices=["real5", "real10", "planted", "imagenet"])
+                    choices=["real5", "real10", "planted", "imagenet", "tiny"], help="tiny: a seconds-long smoke check")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/bench/bench_linear"),

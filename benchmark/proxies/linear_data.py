@@ -14,7 +14,8 @@ import torch
 from ..errors import CellError
 
 COPY_BYTES = 256 << 20  # largest float64 copy of the features kept resident (bigger: streamed row chunks)
-CHUNK_BYTES = 32 << 20  # float64 bytes of one streamed row chunk (and of the per-chunk N x K temporaries)
+CHUNK_BYTES = 32 << 20  # float64 bytes of one streamed row chunk (and of the per-chunk N x K temporaries), CPU
+CHUNK_BYTES_CUDA = 1 << 30  # on a GPU: fewer, larger products (kernel launches per chunk), memory is plentiful
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -38,9 +39,10 @@ def _gib(b: float) -> str:
 class Features:
     def __init__(self, x, y, k, *, copy_bytes=None, chunk_bytes=None):
         copy_bytes = COPY_BYTES if copy_bytes is None else copy_bytes
-        chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         self.n, dim = x.shape
         self.k, self.y, dev = k, y, x.device
+        if chunk_bytes is None:
+            chunk_bytes = CHUNK_BYTES_CUDA if dev.type == "cuda" else CHUNK_BYTES
         self.resident = self.n * dim * 8 <= copy_bytes
         rows = max(1, chunk_bytes // (8 * max(dim, k)))
         self.rows = self.n if self.resident and self.n * max(dim, k) * 8 <= chunk_bytes else rows

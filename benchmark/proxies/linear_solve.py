@@ -76,7 +76,8 @@ class Problem:
             shrunk = STOP_SHRINK * s * self.n
             est = 0.5 * ((gW * gW / (shrunk * self.lam + wd)).sum() + (gb * gb).sum() / shrunk)
             gnorm = torch.sqrt((gW * gW).sum() + (gb * gb).sum())
-            done, gnorm_f = (est <= target * f).item(), gnorm.item()  # the one host sync of this step
+            done, gnorm_f = torch.stack([est - target * f, gnorm]).tolist()  # this step's one host sync
+            done = done <= 0
             if done:
                 return (W, b), True
             g0 = g0 or gnorm_f
@@ -139,15 +140,18 @@ class Problem:
             self.cg += 1
             alpha = rz / _dot(v, hv)
             new = (d[0] + alpha * v[0], d[1] + alpha * v[1])
-            if _dot(new, (new[0] * m[0], new[1] * m[1])).item() >= radius * radius:
+            r_new = (r[0] - alpha * hv[0], r[1] - alpha * hv[1])
+            # One host sync per Hessian product: the new step's M-norm and the new residual's norm together.
+            dm, rr = torch.stack([_dot(new, (new[0] * m[0], new[1] * m[1])), _dot(r_new, r_new)]).tolist()
+            if dm >= radius * radius:
                 # to the boundary along v: the positive root of ‖d + τv‖²_M = radius²
                 dd, dv = _dot(d, (d[0] * m[0], d[1] * m[1])), _dot(d, (v[0] * m[0], v[1] * m[1]))
                 vv = _dot(v, (v[0] * m[0], v[1] * m[1]))
                 tau = (-dv + torch.sqrt(dv * dv + vv * (radius * radius - dd))) / vv
                 d, r, hit = (d[0] + tau * v[0], d[1] + tau * v[1]), (r[0] - tau * hv[0], r[1] - tau * hv[1]), True
                 break
-            d, r = new, (r[0] - alpha * hv[0], r[1] - alpha * hv[1])
-            if torch.sqrt(_dot(r, r)).item() <= atol:
+            d, r = new, r_new
+            if math.sqrt(rr) <= atol:
                 break
             z = _sum_zero(r[0] / m[0], r[1] / m[1])
             rz_new = _dot(r, z)
