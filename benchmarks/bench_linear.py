@@ -2,7 +2,9 @@
 
     python benchmarks/bench_linear.py                       # real features (extracted once, cached) + planted
     python benchmarks/bench_linear.py --cases real5 real10  # a subset of the cases
-    python benchmarks/bench_linear.py --device cuda --cases imagenet   # 1.28M x 2048 x 1000 planted, GPU
+    python benchmarks/bench_linear.py --device cuda --cases imagenet --subset 3   # 1.28M x 2048 x 1000 planted:
+                                                            # 3 wd spanning the sweep, times extrapolated x 15
+    python benchmarks/bench_linear.py --cases planted --subset 5   # 50,000 x 2,048 x 100 on 2 cores, extrapolated
 
 Cases: real5 = 1,500 x 1,280 x 5 and real10 = 3,000 x 1,280 x 10 (EfficientNet-Lite0, packaged ImageNet weights,
 on MNIST-5k at 64 px through the runner's feature path; real5 = digits 0-4), planted = 50,000 x 2,048 x 100
