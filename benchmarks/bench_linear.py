@@ -23,7 +23,6 @@ Per case, on the same standardised features (the probe's standardisation of trai
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import subprocess
@@ -35,7 +34,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # this checkout
 
 import numpy as np  # noqa: E402
-import scipy.special  # noqa: E402
 import torch  # noqa: E402
 
 from benchmark.proxies.linear import Problem, _standardise, default_wds, linear, predict  # noqa: E402

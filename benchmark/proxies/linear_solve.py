@@ -48,19 +48,21 @@ class Problem:
     def fit(self, wd, start=None, max_iter=10000, tol=1e-6):
         """Rotated (W, b) minimising Σ_i CE_i + wd/2 ‖W‖², objective within ~`tol` relative of the optimum.
 
-        Truncated Newton (Newton-CG with a backtracking line search): each step solves H·d = -g by conjugate
-        gradients preconditioned with the Hessian's diagonal, to a relative residual η = min(0.5, √(‖g‖/‖g₀‖))
-        (the classic forcing rule: loose far away, tight near the optimum, superlinear convergence). Each CG
-        iteration is one Hessian-vector product (two N x D x K products with the stored softmax). Measured on
-        real features (benchmarks/README.md): the weak end of the sweep, where the separable data's optimum runs
-        off to large norms and curvature-scaled L-BFGS took thousands of evaluations, takes tens of Newton steps.
+        Trust-region Newton-CG (TRON's scheme, as LIBLINEAR solves this problem): each step runs Steihaug's CG on
+        H·d = -g, preconditioned with the Hessian's diagonal, until the residual is under η‖g‖ with
+        η = min(0.5, √(‖g‖/‖g₀‖)) (loose far away, tight near the optimum: superlinear convergence) or the step
+        reaches the trust region's boundary; the radius grows after good model predictions on the boundary and
+        shrinks after poor ones, and carries over to the next wd of a sweep. Each CG iteration is one
+        Hessian-vector product (two N x D x K products with the stored softmax). A trust region, not a line search:
+        from a far start (the refit on train+val) the Newton step of separable data is huge and a line search
+        wasted hundreds of CG iterations building it; Steihaug's CG stops at the boundary instead.
 
         Stopping rule (unchanged from the L-BFGS solver it replaced, so the stated gap means the same): estimate
         the distance to the optimum as ½ Σ g_j² / (s'·n·λ_j + wd) (Newton's decrement with a diagonal Hessian in
         which every sample has curvature s' = STOP_SHRINK·s, s the mean softmax curvature p(1-p) at the start
-        point, or a lower one met on the way) and stop when it is under tol/STOP_MARGIN of the objective. On separable few-shot data most samples
-        carry almost no curvature; with s' = s the estimate was measured up to 8x too optimistic at weak wd; with
-        s/100 and a 10x margin the measured gap (against a float64 Newton solve, tests/test_linear_probe.py) stays
+        point, or a lower one met on the way) and stop when it is under tol/STOP_MARGIN of the objective. On
+        separable few-shot data most samples carry almost no curvature; with s' = s the estimate was measured up
+        to 8x too optimistic at weak wd; with s/100 and a 10x margin the measured gap (against a float64 Newton solve, tests/test_linear_probe.py) stays
         under tol/2 at every wd. Returns (params, converged)."""
         data = self.data
         W, b = self.zeros() if start is None else _sum_zero(start[0].double(), start[1].double())
@@ -72,7 +74,7 @@ class Problem:
         for _ in range(max_iter):
             # The lowest mean curvature met so far in this fit (the start point's, as the L-BFGS rule used, unless
             # a later point has less): from a far start the start point's curvature is no guide to the optimum's.
-            s = torch.minimum(s, (p * (1 - p)).mean())
+            s = torch.minimum(s, (p * (1 - p)).mean().clamp_min(1e-12))
             shrunk = STOP_SHRINK * s * self.n
             est = 0.5 * ((gW * gW / (shrunk * self.lam + wd)).sum() + (gb * gb).sum() / shrunk)
             gnorm = torch.sqrt((gW * gW).sum() + (gb * gb).sum())
