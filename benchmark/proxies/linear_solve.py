@@ -62,8 +62,8 @@ class Problem:
         which every sample has curvature s' = STOP_SHRINK·s, s the mean softmax curvature p(1-p) at the start
         point, or a lower one met on the way) and stop when it is under tol/STOP_MARGIN of the objective. On
         separable few-shot data most samples carry almost no curvature; with s' = s the estimate was measured up
-        to 8x too optimistic at weak wd; with s/100 and a 10x margin the measured gap (against a float64 Newton solve, tests/test_linear_probe.py) stays
-        under tol/2 at every wd. Returns (params, converged)."""
+        to 8x too optimistic at weak wd; with s/100 and a 10x margin the measured gap (against a float64 Newton
+        solve, tests/test_linear_probe.py) stays under tol/2 at every wd. Returns (params, converged)."""
         data = self.data
         W, b = self.zeros() if start is None else _sum_zero(start[0].double(), start[1].double())
         f, gW, gb, p = data.loss_grad(W, b, wd)
