@@ -127,10 +127,82 @@ def test_validation_accuracy_agrees_with_sklearn_at_every_wd(digit_features):
     tx, ty, vx, vy = digit_features
     _, _, x, v = _standardise(tx, vx)
     prob = Problem(x, ty, 4)
-    z, zv = prob.x.numpy(), (v.double() @ prob.q).numpy()  # an orthogonal change of basis: the same problem
+    z, zv = prob.data.x.numpy(), (v.double() @ prob.q).numpy()  # an orthogonal change of basis: the same problem
     params, clf = None, LogisticRegression(tol=1e-10, max_iter=100000, warm_start=True)
     for wd in WDS:
         params, _ = prob.fit(wd, params)
         ours = 100 * (torch.addmm(params[1], torch.from_numpy(zv), params[0].T).argmax(1) == vy).double().mean()
         clf.set_params(C=1 / wd).fit(z, ty.numpy())
         assert abs(ours.item() - 100 * clf.score(zv, vy.numpy())) <= 0.2, wd
+
+
+def test_streamed_features_solve_the_same_problem_as_the_resident_copy():
+    """Row chunks streamed from float32 (copy_bytes=0, several chunks) and the rotated float64 copy reach the same
+    objective at every wd of a sweep, and the record states the tolerance and solver."""
+    x, y = planted_weak_wd(n=300, d=40, seed=3)
+    xs = _standardise(x)[2]
+    wds = sorted(default_wds(9), reverse=True)
+    resident = Problem(xs, y, 2)
+    streamed = Problem(xs, y, 2, copy_bytes=0, chunk_bytes=40 * 8 * 64)  # 64-row chunks
+    assert resident.data.resident and not streamed.data.resident and streamed.data.rows == 64
+    optima = newton_reference(xs.double().numpy(), y.numpy(), 2, wds)
+    for (wd, a, ok_a), (_, b, ok_b), best in zip(resident.sweep(wds), streamed.sweep(wds), optima):
+        assert ok_a and ok_b
+        for prob, p in ((resident, a), (streamed, b)):
+            assert (prob.objective(p, wd) - best) / best <= 1e-6, wd
+    out = get_proxy("linear")(x, y, val_x=x[:50], val_y=y[:50])
+    assert out["tol"] == 1e-6 and out["solver"] == "newton-cg"
+
+
+def test_warm_started_sweep_reaches_the_cold_fits_objectives(digit_features):
+    """The path prediction and carried trust radius only speed fits up: each wd's objective matches a cold fit."""
+    tx, ty, vx, _ = digit_features
+    x = _standardise(tx, vx)[2]
+    wds = [w for i, w in enumerate(WDS) if i % 6 == 0]
+    prob, other = Problem(x, ty, 4), Problem(x, ty, 4)  # (one eigendecomposition each: the test's main cost)
+    for wd, params, ok in prob.sweep(wds):
+        cold, ok_cold = other.fit(wd)  # from zero, trust radius reset
+        f, g = prob.objective(params, wd), other.objective(cold, wd)
+        assert ok and ok_cold and abs(f - g) <= 1e-6 * g, wd
+
+
+def test_too_big_for_the_device_is_one_clear_error(monkeypatch):
+    import benchmark.proxies.linear_data as data
+    from benchmark.errors import CellError
+    monkeypatch.setattr(data, "available_bytes", lambda device: 1 << 20)
+    with pytest.raises(CellError, match=r"1,000 x 64 x 3 needs .* GiB on cpu .* only 0.00 GiB is free"):
+        Problem(torch.randn(1000, 64), torch.arange(1000) % 3, 3, copy_bytes=0)
+
+
+MEMORY_SCRIPT = r"""
+import resource, sys, torch
+sys.path.insert(0, sys.argv[1])
+from benchmark.proxies.linear import Problem
+torch.set_num_threads(2)
+n, d, k = 200_000, 512, 3
+g = torch.Generator().manual_seed(0)
+y = torch.arange(n) % k
+x = torch.empty(n, d)
+means = torch.randn(k, d, generator=g) * 0.05
+for i in range(0, n, 20_000):  # filled in place: no transient copy before the baseline
+    x[i:i + 20_000] = torch.randn(20_000, d, generator=g) + means[y[i:i + 20_000]]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+prob = Problem(x, y, k)
+fits = [ok for _, _, ok in prob.sweep([1e4, 1e3])]
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(after - before, int(prob.data.resident), sum(fits), prob.evals)
+"""
+
+
+def test_large_problem_peak_memory_stays_well_under_a_float64_copy(tmp_path):
+    """200,000 x 512 float32 features (400 MB; a float64 copy would be 800 MB): building the problem (Gram matrix,
+    eigenbasis) and solving two wd to the stated gap raise the process's peak RSS by far less than the copy."""
+    import pathlib
+    import subprocess
+    import sys
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, root], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    growth, resident, solved, evals = map(int, out.stdout.split())
+    assert resident == 0 and solved == 2 and evals > 4
+    assert growth < 200 * 2 ** 20, f"peak RSS grew by {growth / 2 ** 20:.0f} MiB"

@@ -1,0 +1,136 @@
+"""The linear probe's data side: objective, gradient, Hessian-vector products and the Hessian's diagonal of
+Σ_i CE_i + wd/2 ‖W‖² in the eigenbasis of XᵀX/n, computed in float64 over row chunks of the features.
+
+Small problems keep one float64 copy of the features rotated into the eigenbasis (`copy_bytes`): the products then
+run in the (possibly fewer) kept directions. Large ones never copy the features as a whole: each pass streams
+row chunks of the caller's (float32) tensor, upcast chunk by chunk, and rotates the K x D weights instead
+(W_raw = W·Qᵀ, a K·D·d product per pass, small beside N·D·K when N ≫ D). Float64 products of float32 values are
+exact, so both storages compute the same objective up to summation order.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import CellError
+
+COPY_BYTES = 256 << 20  # largest float64 copy of the features kept resident (bigger: streamed row chunks)
+CHUNK_BYTES = 32 << 20  # float64 bytes of one streamed row chunk (and of the per-chunk N x K temporaries), CPU
+CHUNK_BYTES_CUDA = 1 << 30  # on a GPU: fewer, larger products (kernel launches per chunk), memory is plentiful
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on `device` (CUDA: the driver's count; CPU: /proc/meminfo's MemAvailable); None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2 ** 30:.2f} GiB"
+
+
+class Features:
+    def __init__(self, x, y, k, *, copy_bytes=None, chunk_bytes=None):
+        copy_bytes = COPY_BYTES if copy_bytes is None else copy_bytes
+        self.n, dim = x.shape
+        self.k, self.y, dev = k, y, x.device
+        if chunk_bytes is None:
+            chunk_bytes = CHUNK_BYTES_CUDA if dev.type == "cuda" else CHUNK_BYTES
+        self.resident = self.n * dim * 8 <= copy_bytes
+        rows = max(1, chunk_bytes // (8 * max(dim, k)))
+        self.rows = self.n if self.resident and self.n * max(dim, k) * 8 <= chunk_bytes else rows
+        # Memory this object allocates besides the caller's features: the softmax P (N x K), the chunk's
+        # float64 rows and N x K temporaries (~4 of each), the Gram matrix and its eigenvectors, the copy.
+        need = (self.n * k * 8 + 4 * self.rows * max(dim, k) * 8 + 3 * dim * dim * 8
+                + (self.n * dim * 8 if self.resident else 0))
+        free = available_bytes(dev)
+        if free is not None and need > free:
+            raise CellError(f"linear probe: N x D x K = {self.n:,} x {dim:,} x {k:,} needs {_gib(need)} on {dev} "
+                            f"besides the features ({_gib(x.numel() * x.element_size())}), only {_gib(free)} is "
+                            f"free; use fewer samples or a device with more memory")
+        gram = torch.zeros(dim, dim, dtype=torch.float64, device=dev)
+        for i in range(0, self.n, self.rows):
+            xc = x[i:i + self.rows].double()
+            gram.addmm_(xc.T, xc)
+        gram /= self.n
+        try:
+            lam, q = torch.linalg.eigh(gram)
+        except RuntimeError:  # LAPACK's eigh can fail to converge with many repeated (zero) eigenvalues, as dead
+            # channels give (seen: EfficientNet-Lite at 32 px); the SVD of the PSD Gram matrix is its eigensystem.
+            u, s, _ = torch.linalg.svd(gram)
+            lam, q = s.flip(0), u.flip(1)
+        del gram
+        # Directions with no data (D > N, or dead channels) carry only the penalty, so their optimal weight is 0:
+        # dropping them is exact and makes few-shot problems N-dimensional instead of D-dimensional.
+        keep = lam > lam[-1] * dim * torch.finfo(torch.float64).eps
+        self.lam, self.q = lam[keep].contiguous(), q[:, keep].contiguous()
+        self.d = int(keep.sum())
+        self.x = x.double() @ self.q if self.resident else x
+        self.p = torch.empty(self.n, k, dtype=torch.float64, device=dev)
+
+    def _chunks(self):
+        for i in range(0, self.n, self.rows):
+            yield i, self.x[i:i + self.rows].double(), self.y[i:i + self.rows]
+
+    def _in(self, W):  # rotated weights -> those that act on the stored features
+        return W if self.resident else W @ self.q.T
+
+    def _out(self, G):  # gradient-like K x D' products -> the rotated basis
+        return G if self.resident else G @ self.q
+
+    def loss(self, W, b, wd):
+        Wx, total = self._in(W), 0.5 * wd * (W * W).sum()
+        for i, xc, yc in self._chunks():
+            z = torch.addmm(b, xc, Wx.T)
+            total = total + (torch.logsumexp(z, 1) - z.gather(1, yc[:, None])[:, 0]).sum()
+        return total
+
+    def loss_grad(self, W, b, wd):
+        """(objective, gW, gb, P): P (the softmax, kept for Hessian products) is one buffer, overwritten each call."""
+        Wx, total = self._in(W), 0.5 * wd * (W * W).sum()
+        gW = torch.zeros_like(Wx)
+        gb = torch.zeros_like(b)
+        for i, xc, yc in self._chunks():
+            z = torch.addmm(b, xc, Wx.T)
+            lse = torch.logsumexp(z, 1)
+            total = total + (lse - z.gather(1, yc[:, None])[:, 0]).sum()
+            p = torch.exp(z - lse[:, None], out=self.p[i:i + len(xc)])
+            r = p.scatter_add(1, yc[:, None], torch.full_like(z[:, :1], -1.0))
+            # Rᵀ X with W as [K, D] (nn.Linear's layout): both products read X row-major, measured 4x faster on CPU.
+            gW.addmm_(r.T, xc)
+            gb += r.sum(0)
+        return total, self._out(gW) + wd * W, gb, self.p
+
+    def hess_vec(self, p, V, c, wd):
+        """H·(V, c) at the point whose softmax is p: per sample (diag(p) - ppᵀ)(x·V + c), back through X."""
+        Vx = self._in(V)
+        hW = torch.zeros_like(Vx)
+        hc = torch.zeros_like(c)
+        for i, xc, _ in self._chunks():
+            pc = p[i:i + len(xc)]
+            pu = pc * torch.addmm(c, xc, Vx.T)
+            z = pu - pc * pu.sum(1, keepdim=True)
+            hW.addmm_(z.T, xc)
+            hc += z.sum(0)
+        return self._out(hW) + wd * V, hc
+
+    def hess_diag(self, p, wd):
+        """The Hessian's diagonal, for the CG preconditioner: Σ_i x_ij² p_ik(1 - p_ik) + wd in the eigenbasis. With
+        streamed features the rotated x_ij are not stored; Σ_i x_ij² s_ik ≈ n·λ_j·mean_i(s_ik) is used instead
+        (exact when the curvature is uncorrelated with the squared coordinates)."""
+        s = p * (1 - p)
+        if self.resident:
+            dW = torch.zeros(self.k, self.d, dtype=torch.float64, device=p.device)
+            for i, xc, _ in self._chunks():
+                dW.addmm_(s[i:i + len(xc)].T, xc * xc)
+        else:
+            dW = self.n * s.mean(0)[:, None] * self.lam[None, :]
+        tiny = 1e-12 * self.n
+        return dW + wd + tiny, s.sum(0) + tiny
