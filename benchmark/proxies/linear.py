@@ -59,8 +59,8 @@ def raw_head(params, mean, std):
     return (W / std).contiguous(), b - W @ (mean / std)
 
 
-@register_proxy("linear", primary="top1", higher_is_better=True, percent=True, hp_keys=("wd", "n_wd", "tol", "solver"),
-                  best=100.0,
+@register_proxy("linear", primary="top1", higher_is_better=True, percent=True,
+                hp_keys=("wd", "n_wd", "tol", "solver"), best=100.0,
                 ranges=dict(wds=optional(list_of(positive(), unique=True), "empty (the log sweep)"),
                             n_wd=integer(1), wd_min=positive(), wd_max=positive(), max_iter=integer(1),
                             tol=positive(), val_fraction=number(0, 1, lo_open=True, hi_open=True), seed=integer(0)))
