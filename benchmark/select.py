@@ -42,8 +42,9 @@ def evidence(results, target: str, proxies=None):
     """(per model x dataset x protocol seed means of the primary metric, cost in seconds per cell, ProxyMeta)."""
     from .report.cli import _proxy_meta
     from .report.cost import load_costs, seconds
-    from .report.load import load_records, seed_summary
+    from .report.load import last_layer, load_records, seed_summary
     long, cells = load_records(results)
+    long, cells = last_layer(long), last_layer(cells)  # models are compared at their penultimate features
     if cells.empty:
         raise ConfigError(f"{results}: no records found; run 'bench run' first or pass --results")
     primary = cells.groupby("protocol").primary.first().to_dict()

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from .args import add_rank_args  # noqa: F401  (kept importable from here)
-from .load import load_records, seed_summary
+from .load import last_layer, load_records, seed_summary
 from .pool import add_pool_scores
 from .tables import to_markdown
 
@@ -59,6 +59,7 @@ def rank(args) -> int:
     writable_dir(args.out, "--out")
     s = run_grid(zoo, dsets, opts)
     long, _ = load_records(args.results)
+    long = last_layer(long)  # models are compared at their penultimate features
     mean = add_pool_scores(seed_summary(long[long.dataset == name]))
     table = pd.DataFrame({"model": [m.name for m in zoo.models]}).set_index("model")
     for p in proxies:

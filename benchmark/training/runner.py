@@ -70,6 +70,12 @@ def run_training_cell(ctx, cell, overrides: dict):
         for x, _ in train_eval.batches(hp["batch_size"], device):
             yield x
 
+    block_choice = None
+    if hp.get("block") == "auto":  # once per cell, before the sweep: every sweep point tunes the same block
+        from .block_choice import choose_block
+        block_choice = choose_block(pristine, train_eval.batches(settings.batch_size, device), hp["block_proxy"],
+                                    device)
+        hp["block"] = block_choice["block"]
     bctx = BuildContext(pristine, feature_dim, num_classes, cell.seed, linear_head, target_batches)
     ckdir = Path(opts.out) / cell.dataset / cell.model / f"{cell.protocol}__seed{cell.seed}.ckpt"
     ckdir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +153,8 @@ def run_training_cell(ctx, cell, overrides: dict):
         from .transfer import transfer_diagnostics
         diag["transfer"] = transfer_diagnostics(setup.model, pristine, test_ds.batches(eval_bs, device), device,
                                                 overrides["diagnostics"], ckdir.with_suffix(".final.pt"))
-    chosen = {k: best["hp"][k] for k in ("lr", "wd", "lr_backbone", "lr_head", "epochs", "bn_layers", "block")
+    chosen = {k: best["hp"][k] for k in ("lr", "wd", "lr_backbone", "lr_head", "epochs", "bn_layers", "block",
+                                         *(("block_proxy",) if block_choice else ()))
               if k in best["hp"]}
     extra = {"n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, "feature_dim": feature_dim,
              "num_classes": num_classes, "primary": "top1", "higher_is_better": True,
@@ -157,6 +164,7 @@ def run_training_cell(ctx, cell, overrides: dict):
                           **{k: best[k] for k in ("trained_backbone_params", "backbone_params",
                                                   "trained_fraction_backbone", "trained_params_total")}},
              "diagnostics": diag, "warnings": training_warnings(best, val_ds.labels),
+             **({"block_choice": block_choice} if block_choice else {}),
              "images_processed": sum(r.get("images", 0) for r in progress["done"].values())}
     shutil.rmtree(ckdir, ignore_errors=True)
     return metrics, chosen, extra
