@@ -91,6 +91,14 @@ def best_layers(means: pd.DataFrame, meta: dict, reference: str = "linear") -> p
     return pd.DataFrame(rows)
 
 
+def _log_axis(axis) -> None:
+    """Log scale with plain numbers at 1-2-5 steps (the default minor labels overlap on short ranges)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _short(name: str) -> str:
     return name.replace("blocks.", "b").replace("stages.", "s").replace("layer", "L")
 
@@ -111,6 +119,7 @@ def depth_figure(means: pd.DataFrame, dataset: str, path) -> None:
         ax.plot(nc.depth, nc.score, "o-", color="tab:red", label="NC1 (left)")
         if len(nc):
             ax.set_yscale("log")
+            _log_axis(ax.yaxis)
         ax.set_ylabel("NC1 on train (log)", color="tab:red")
         ax2 = ax.twinx()
         for acc, colour in zip(ACCURACY, ("tab:blue", "tab:green")):
@@ -156,7 +165,8 @@ def accuracy_vs_nc1_figure(means: pd.DataFrame, corr: pd.DataFrame, dataset: str
                 ax.annotate(_short(r.layer), (r[NC], r[accuracy]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
             ax.set_xscale("log")
-            fig.colorbar(sc, ax=ax, label="depth")
+            _log_axis(ax.xaxis)
+            fig.colorbar(sc, ax=ax, label="depth (layer position)")
         c = corr[(corr.dataset == dataset) & (corr.model == model) & (corr.accuracy == accuracy)]
         stat = (f"r={c.pearson.iloc[0]:.2f}, ρ={c.spearman.iloc[0]:.2f}" if len(c) and np.isfinite(c.pearson.iloc[0])
                 else "r, ρ: n/a")
