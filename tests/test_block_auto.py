@@ -68,3 +68,37 @@ def test_block_settings_are_checked():
         check_hp("layer_ft", {"block": "middle"}, "d.yaml: protocols.layer_ft")
     with pytest.raises(ConfigError, match="block_proxy"):
         check_hp("layer_ft", {"block": "auto", "block_proxy": "linear"}, "d.yaml: protocols.layer_ft")
+
+
+def test_layer_nc1_diagnostic_equals_nc1_per_block():
+    from benchmark.training.block_choice import layer_nc1
+    net = PlantedViT(planted=3)
+    out = layer_nc1(net, PlantedViT(planted=2), _batches(), "cpu")
+    feats, labels = block_features(net, _batches(), "cpu")
+    assert out["trained"] == pytest.approx([get_proxy("nc1")(f, labels)["nc1"] for f in feats], rel=1e-6)
+    assert out["pretrained"][1] < 1e-6 and out["n_images"] == 90
+
+
+def test_layer_ft_auto_cell_records_its_choice(tmp_path):
+    import json
+    from benchmark.config import load_datasets, load_zoo
+    from benchmark.runner import RunOptions, run_grid
+    (tmp_path / "zoo.yaml").write_text("models:\n  - name: tv\n    timm: test_vit\n    pretrained: false\n")
+    (tmp_path / "d.yaml").write_text("""\
+settings: {protocols: [layer_ft], batch_size: 32, target: layer_ft}
+protocols:
+  layer_ft: {block: auto, epochs: 1, lr: 0.01, batch_size: 16, diagnostics: [layer_nc1]}
+datasets:
+  - {name: digits, packaged: digits, resolution: 32, max_train_per_class: 4, max_test_per_class: 2}
+""")
+    out = tmp_path / "r"
+    s = run_grid(load_zoo(tmp_path / "zoo.yaml"), load_datasets(tmp_path / "d.yaml"), RunOptions(out=str(out)),
+                 log=lambda *_: None)
+    assert s.ok == 1, s.errors
+    rec = json.loads((out / "digits" / "tv" / "layer_ft__seed0.json").read_text())
+    choice = rec["block_choice"]
+    scores = {int(k): v for k, v in choice["scores"].items()}
+    assert choice["block"] == min(scores, key=scores.get) and rec["hyperparameters"]["block"] == choice["block"]
+    assert f"trained block {choice['block']} of 6" in " ".join(rec["training"]["notes"])
+    nc1 = rec["diagnostics"]["layer_nc1"]
+    assert len(nc1["trained"]) == 6 and nc1["pretrained"] == pytest.approx(list(scores.values()), rel=1e-4)

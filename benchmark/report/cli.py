@@ -124,7 +124,8 @@ def report(args) -> int:
     if long is not None:  # per-layer records: Fig. 9-style figures and the best-layer table
         from .layer_plots import layer_report
         primary = cells.groupby("protocol").primary.first().to_dict()
-        layer_figs, layer_lines = layer_report(out, long, primary, meta, figures=not args.no_figures)
+        layer_figs, layer_lines = layer_report(out, long, primary, meta, figures=not args.no_figures,
+                                                results=args.results)
         figures += layer_figs
         sections = [*sections, *layer_lines]
     if cells is not None:

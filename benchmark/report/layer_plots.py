@@ -181,19 +181,78 @@ def accuracy_vs_nc1_figure(means: pd.DataFrame, corr: pd.DataFrame, dataset: str
     plt.close(fig)
 
 
-def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bool = True):
+def trained_layer_nc1(results) -> pd.DataFrame:
+    """model, dataset, protocol, seed, block (1-based), nc1 (trained), nc1_pretrained: from the `layer_nc1`
+    diagnostic of ok training records (`diagnostics: [layer_nc1]`)."""
+    from ..records import iter_records
+    rows = []
+    for _, rec in iter_records(results):
+        d = (rec.get("diagnostics") or {}).get("layer_nc1") if rec.get("status") == "ok" else None
+        if not d:
+            continue
+        for k, (t, p) in enumerate(zip(d["trained"], d["pretrained"]), start=1):
+            rows.append({"model": rec["model"], "dataset": rec["dataset"], "protocol": rec["protocol"],
+                         "seed": rec["seed"], "block": k, "nc1": t, "nc1_pretrained": p,
+                         "tuned_block": (rec.get("hyperparameters") or {}).get("block")})
+    return pd.DataFrame(rows, columns=["model", "dataset", "protocol", "seed", "block", "nc1", "nc1_pretrained",
+                                       "tuned_block"])
+
+
+def trained_figure(table: pd.DataFrame, dataset: str, path) -> None:
+    """Fig. 10: per model, NC1 of every block after each training protocol (seed mean), and the pretrained
+    network's (dashed) on the same training images."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    part = table[table.dataset == dataset]
+    models = sorted(part.model.unique())
+    cols = min(3, len(models))
+    rows = math.ceil(len(models) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
+    for ax, model in zip(axes.flat, models):
+        grp = part[part.model == model]
+        pre = grp.groupby("block").nc1_pretrained.mean()
+        ax.plot(pre.index, pre.values, "k--", label="pretrained")
+        for proto, g in grp.groupby("protocol"):
+            m = g.groupby("block").nc1.mean()
+            tuned = g.tuned_block.dropna()
+            label = proto + (f" (block {int(tuned.iloc[0])})" if len(tuned) and str(tuned.iloc[0]).isdigit() else "")
+            ax.plot(m.index, m.values, "o-", label=label)
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis)
+        ax.set_xlabel("block (shallow → deep)")
+        ax.set_ylabel("NC1 on train (log)")
+        ax.set_title(model, fontsize=10)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{dataset}: layer-wise NC1 after training", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bool = True, results=None):
     """Writes layers_means.csv, layers_best.csv, layers_nc1_accuracy.csv, layers_nc1_depth.csv and the figures;
     returns (figure file names, README section lines). Nothing when no record has a layer other than 'last'."""
     from .tables import to_markdown
+    figs, lines = [], []
+    trained = trained_layer_nc1(results) if results is not None else pd.DataFrame()
+    if not trained.empty:
+        trained.to_csv(out / "layers_trained_nc1.csv", index=False)
+        for dataset in sorted(trained.dataset.unique()) if figures else []:
+            trained_figure(trained, dataset, out / f"layers_trained_nc1_{dataset}.png")
+            figs.append(f"layers_trained_nc1_{dataset}.png")
+        lines += ["## Layer-wise NC1 after training", "", "Per-block NC1 on the training split (`diagnostics: "
+                  "[layer_nc1]`), trained and pretrained, in `layers_trained_nc1.csv`.", ""]
     means = layer_means(long, primary)
     if means.empty:
-        return [], []
+        return figs, lines
     corr, trend, best = nc1_accuracy_correlations(means), nc1_depth_trend(means), best_layers(means, meta)
     means.to_csv(out / "layers_means.csv", index=False)
     best.to_csv(out / "layers_best.csv", index=False)
     corr.to_csv(out / "layers_nc1_accuracy.csv", index=False)
     trend.to_csv(out / "layers_nc1_depth.csv", index=False)
-    figs = []
     if figures:
         for dataset in sorted(means.dataset.unique()):
             depth_figure(means, dataset, out / f"layers_depth_{dataset}.png")
@@ -203,7 +262,7 @@ def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bo
                     name = f"layers_{acc}_vs_nc1_{dataset}.png"
                     accuracy_vs_nc1_figure(means, corr, dataset, out / name, acc)
                     figs.append(name)
-    lines = ["## Layers", "",
+    lines += ["## Layers", "",
              "Frozen-feature proxies per layer (`layers:`); `last` is the pooled penultimate output the model "
              "tables above use. NC1 against depth (Spearman over blocks; negative: NC1 falls with depth):", "",
              to_markdown(trend), "",

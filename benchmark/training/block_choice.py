@@ -25,11 +25,12 @@ def check_block_proxy(name: str, where: str = "block_proxy") -> None:
 
 
 @torch.inference_mode()
-def block_features(backbone, batches, device) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Pooled output of every Layer-FT block (spatial mean; ViT: patch-token mean) over (x, y) batches, one forward
-    per batch; ([n, width] per block on the CPU, labels)."""
-    blocks, family, _ = blocks_of(backbone)
-    prefix = int(getattr(backbone, "num_prefix_tokens", 1 if family == "vit" else 0))
+def block_features(backbone, batches, device, blocks=None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Pooled output of every Layer-FT block (or of `blocks`; spatial mean, ViT: patch-token mean) over (x, y)
+    batches, one forward per batch; ([n, width] per block on the CPU, labels)."""
+    if blocks is None:
+        blocks = blocks_of(backbone)[0]
+    prefix = int(getattr(backbone, "num_prefix_tokens", 1 if hasattr(backbone, "cls_token") else 0))
     outs = [[] for _ in blocks]
     hooks = [b.register_forward_hook(lambda _m, _i, o, k=k: outs[k].append(pool(o, "patch", prefix)))
              for k, b in enumerate(blocks)]
@@ -45,6 +46,20 @@ def block_features(backbone, batches, device) -> tuple[list[torch.Tensor], torch
             h.remove()
         backbone.train(was)
     return [torch.cat(o).cpu() for o in outs], torch.cat(labels)
+
+
+def layer_nc1(trained_backbone, pretrained_backbone, batches, device) -> dict:
+    """Layer-wise NC1 (the paper's Fig. 10) of a trained cell: NC1 of every block's pooled features on the training
+    split, for the trained backbone and the pretrained one it started from, over the same images."""
+    from ..proxies import get_proxy
+    from .transfer import blocks_for
+    batches = [(x.cpu(), y.cpu()) for x, y in batches]  # the same images through both networks
+    out = {}
+    for name, net in (("trained", trained_backbone), ("pretrained", pretrained_backbone)):
+        feats, labels = block_features(net, batches, device, blocks_for(net))
+        out[name] = [float(get_proxy("nc1")(f, labels)["nc1"]) for f in feats]
+    out["n_images"] = int(sum(len(y) for _, y in batches))
+    return out
 
 
 def choose_block(backbone, batches, proxy_name: str = "nc1", device="cpu") -> dict:

@@ -149,7 +149,11 @@ def run_training_cell(ctx, cell, overrides: dict):
         metrics[f"ood_{other_name}_top1"] = acc["top1"]
         metrics[f"ood_{other_name}_mean_per_class"] = acc["mean_per_class"]
     diag = diagnostics(setup.model, pristine, test_ds, train_eval, eval_bs, device)
-    if overrides.get("diagnostics"):  # Neyshabur et al.'s transfer diagnostics, opt-in for their cost
+    names = overrides.get("diagnostics") or []
+    if "layer_nc1" in names:  # the paper's Fig. 10: per-block NC1 on the training split, trained vs pretrained
+        from .block_choice import layer_nc1
+        diag["layer_nc1"] = layer_nc1(setup.model.backbone, pristine, train_eval.batches(eval_bs, device), device)
+    if set(names) - {"layer_nc1"}:  # Neyshabur et al.'s transfer diagnostics, opt-in for their cost
         from .transfer import transfer_diagnostics
         diag["transfer"] = transfer_diagnostics(setup.model, pristine, test_ds.batches(eval_bs, device), device,
                                                 overrides["diagnostics"], ckdir.with_suffix(".final.pt"))
