@@ -25,7 +25,7 @@ def layer_spec(data_entry, settings):
 
 def needs_table(spec) -> bool:
     """True unless the spec names only 'last' (today's behaviour: no model is built to plan it)."""
-    return spec != DEFAULT and spec != [LAST]
+    return spec != DEFAULT
 
 
 def build_table(model_entry, resolution: int | None = None) -> list[LayerInfo]:

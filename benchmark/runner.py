@@ -220,7 +220,9 @@ class GroupContext:
         elif (hit := self.cache.load(key)) is not None:
             self.summary.features_cached += 1
             feats, labels, cost = hit
-        elif self.layers != [LAST] and entry is self.data_entry:
+        elif layer != LAST or (self.layers != [LAST] and entry is self.data_entry):
+            if entry is not self.data_entry:
+                raise CellError(f"layer '{layer}' features exist for the cell's own dataset only, not '{entry.name}'")
             feats, labels, cost = self._extract_layers(split, layer)
         else:
             feats, labels, _, cost = self._extract(entry, split, key)
@@ -250,7 +252,8 @@ class GroupContext:
         entry = self.data_entry
         base = self.feature_key(entry, split)
         pool = self.dsets.settings.token_pool
-        wanted = [n for n in self.layers if n == layer or not self.cache.path(layer_key(base, n, pool)).exists()]
+        wanted = [n for n in dict.fromkeys([*self.layers, layer])
+                  if n == layer or not self.cache.path(layer_key(base, n, pool)).exists()]
         images = self.images(split, entry)
         table = available_layers(self.loaded.module, images.transform.size)
         head = self.loaded.source_head

@@ -180,3 +180,13 @@ def test_vit_grid_all_layers_one_pass(tmp_path):
     summary = run_grid(zoo, dsets, opts, log=lambda *_: None)
     assert summary.ok == 2 and summary.features_computed == 1  # nc1 reads train only
     assert record_path(opts.out, "tv", "digits", "nc1", 0, "blocks.0").exists()
+
+
+def test_ls_lists_a_models_layers(tmp_path, capsys):
+    from benchmark.cli import main
+    (tmp_path / "zoo.yaml").write_text(ZOO)
+    assert main(["ls", "--zoo", str(tmp_path / "zoo.yaml"), "--models", "tr", "--resolution", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "layers of tr" in out and "0: act1 [32], 1: layer1 [32]" in out and "5: last [96]" in out
+    assert "layers of tv" not in out
+    assert main(["ls", "--zoo", str(tmp_path / "zoo.yaml"), "--models", "nope"]) == 2
