@@ -91,11 +91,18 @@ def best_layers(means: pd.DataFrame, meta: dict, reference: str = "linear") -> p
     return pd.DataFrame(rows)
 
 
-def _log_axis(axis) -> None:
-    """Log scale with plain numbers at 1-2-5 steps (the default minor labels overlap on short ranges)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+def _log_axis(axis, values) -> None:
+    """Log scale labelled with plain numbers at the 1-2-5 steps inside the data's range (matplotlib's own minor
+    labels overlap on short ranges and its major ones can skip the decade)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0], dtype=float)
+    if not len(v):
+        return
+    lo, hi = v.min(), v.max()
+    ticks = [m * 10.0 ** k for k in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+             for m in (1, 2, 5) if lo / 1.05 <= m * 10.0 ** k <= hi * 1.05]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -112,14 +119,15 @@ def depth_figure(means: pd.DataFrame, dataset: str, path) -> None:
     models = sorted(part.model.unique())
     cols = min(3, len(models))
     rows = math.ceil(len(models) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows + 0.4), squeeze=False)
+    legend = {}
     for ax, model in zip(axes.flat, models):
         grp = part[part.model == model]
         nc = grp[grp.protocol == NC].sort_values("depth")
         ax.plot(nc.depth, nc.score, "o-", color="tab:red", label="NC1 (left)")
         if len(nc):
             ax.set_yscale("log")
-            _log_axis(ax.yaxis)
+            _log_axis(ax.yaxis, nc.score)
         ax.set_ylabel("NC1 on train (log)", color="tab:red")
         ax2 = ax.twinx()
         for acc, colour in zip(ACCURACY, ("tab:blue", "tab:green")):
@@ -132,13 +140,16 @@ def depth_figure(means: pd.DataFrame, dataset: str, path) -> None:
         ax.set_xticklabels([_short(n) for n in ticks.layer], rotation=60, fontsize=8)
         ax.set_xlabel("layer (shallow → deep)")
         ax.set_title(model, fontsize=10)
-        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-        labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-        ax.legend(handles, labels, fontsize=7, loc="best")
+        for a in (ax, ax2):  # one legend for the figure, above the panels, so no curve is hidden
+            for h, lab in zip(*a.get_legend_handles_labels()):
+                legend.setdefault(lab, h)
     for ax in list(axes.flat)[len(models):]:
         ax.set_visible(False)
     fig.suptitle(f"{dataset}: NC1 and probe accuracy against depth", fontsize=12)
-    fig.tight_layout()
+    top = 1 - 0.75 / fig.get_figheight()
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=9,
+               bbox_to_anchor=(0.5, top - 0.01), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -165,7 +176,7 @@ def accuracy_vs_nc1_figure(means: pd.DataFrame, corr: pd.DataFrame, dataset: str
                 ax.annotate(_short(r.layer), (r[NC], r[accuracy]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
             ax.set_xscale("log")
-            _log_axis(ax.xaxis)
+            _log_axis(ax.xaxis, wide[NC])
             fig.colorbar(sc, ax=ax, label="depth (layer position)")
         c = corr[(corr.dataset == dataset) & (corr.model == model) & (corr.accuracy == accuracy)]
         stat = (f"r={c.pearson.iloc[0]:.2f}, ρ={c.spearman.iloc[0]:.2f}" if len(c) and np.isfinite(c.pearson.iloc[0])
@@ -219,7 +230,7 @@ def trained_figure(table: pd.DataFrame, dataset: str, path) -> None:
             label = proto + (f" (block {int(tuned.iloc[0])})" if len(tuned) and str(tuned.iloc[0]).isdigit() else "")
             ax.plot(m.index, m.values, "o-", label=label)
         ax.set_yscale("log")
-        _log_axis(ax.yaxis)
+        _log_axis(ax.yaxis, list(grp.nc1) + list(grp.nc1_pretrained))
         ax.set_xlabel("block (shallow → deep)")
         ax.set_ylabel("NC1 on train (log)")
         ax.set_title(model, fontsize=10)
