@@ -52,3 +52,17 @@ def test_layer_tables_against_scipy_and_planted_best(tmp_path):
 def test_no_layer_section_without_layers():
     long = _long()
     assert layer_means(long[long.layer == "last"], {"nc1": "nc1", "linear": "top1"}).empty
+
+
+def test_trained_layer_nc1_from_records(tmp_path):
+    import json
+    from benchmark.report.layer_plots import trained_layer_nc1
+    (tmp_path / "d" / "m").mkdir(parents=True)
+    rec = {"model": "m", "dataset": "d", "protocol": "layer_ft", "seed": 0, "status": "ok",
+           "hyperparameters": {"block": 2}, "diagnostics": {"layer_nc1": {"trained": [3.0, 1.0, 0.2],
+                                                                         "pretrained": [3.0, 2.0, 1.5]}}}
+    (tmp_path / "d" / "m" / "layer_ft__seed0.json").write_text(json.dumps(rec))
+    t = trained_layer_nc1(tmp_path)
+    assert t.block.tolist() == [1, 2, 3] and t.nc1.tolist() == [3.0, 1.0, 0.2] and set(t.tuned_block) == {2}
+    figs, lines = layer_report(tmp_path, pd.DataFrame(columns=["layer"]), {}, {}, results=tmp_path)
+    assert figs == ["layers_trained_nc1_d.png"] and (tmp_path / "layers_trained_nc1.csv").exists()
