@@ -99,8 +99,12 @@ def _log_axis(axis, values) -> None:
     if not len(v):
         return
     lo, hi = v.min(), v.max()
-    ticks = [m * 10.0 ** k for k in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
-             for m in (1, 2, 5) if lo / 1.05 <= m * 10.0 ** k <= hi * 1.05]
+    def steps(mantissas):
+        return [m * 10.0 ** k for k in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+                for m in mantissas if lo / 1.05 <= m * 10.0 ** k <= hi * 1.05]
+    ticks = steps((1, 2, 5))
+    if len(ticks) < 3:  # a range under a decade: every 1..9 step
+        ticks = steps(range(1, 10))
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -162,7 +166,10 @@ def accuracy_vs_nc1_figure(means: pd.DataFrame, corr: pd.DataFrame, dataset: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     part = means[means.dataset == dataset]
-    models = sorted(part.model.unique())
+    have = part.groupby("model").protocol.agg(set)
+    models = sorted(m for m, protos in have.items() if {NC, accuracy} <= protos)  # models with both scores
+    if not models:
+        return
     cols = min(3, len(models))
     rows = math.ceil(len(models) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.9 * rows), squeeze=False)
@@ -269,10 +276,11 @@ def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bo
             depth_figure(means, dataset, out / f"layers_depth_{dataset}.png")
             figs.append(f"layers_depth_{dataset}.png")
             if NC in set(means.protocol):
-                for acc in [a for a in ACCURACY if a in set(means.protocol)]:
+                for acc in [a for a in ACCURACY if a in set(means[means.dataset == dataset].protocol)]:
                     name = f"layers_{acc}_vs_nc1_{dataset}.png"
                     accuracy_vs_nc1_figure(means, corr, dataset, out / name, acc)
-                    figs.append(name)
+                    if (out / name).exists():
+                        figs.append(name)
     lines += ["## Layers", "",
              "Frozen-feature proxies per layer (`layers:`); `last` is the pooled penultimate output the model "
              "tables above use. NC1 against depth (Spearman over blocks; negative: NC1 falls with depth):", "",
