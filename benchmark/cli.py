@@ -202,7 +202,32 @@ def cmd_ls(args) -> int:
         print("training protocols:")
         for name in train.names():
             print(f"  {name:<15} {train.get(name).doc}")
+    if args.zoo:
+        _ls_layers(args)
     return 0
+
+
+def _ls_layers(args) -> None:
+    """The layers each zoo model exposes to `layers:` (name, index, pooled width), read from its architecture."""
+    from .config import load_zoo
+    from .layer_plan import build_table
+    zoo = load_zoo(args.zoo)
+    wanted = _csv(args.models)
+    if wanted:
+        problems = [w for w in wanted if w not in {m.name for m in zoo.models}]
+        if problems:
+            from .errors import unknown_name
+            raise unknown_name("model", problems[0], [m.name for m in zoo.models], "--models")
+    for m in zoo.models:
+        if wanted and m.name not in wanted:
+            continue
+        try:
+            table = build_table(m, args.resolution)
+        except Exception as e:  # noqa: BLE001 - one model that cannot be built is reported, the others listed
+            print(f"layers of {m.name}: unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            continue
+        print(f"layers of {m.name} (index: name [dim]; 'last' is the pooled penultimate output):")
+        print("  " + ", ".join(f"{t.index}: {t.name} [{t.dim}]" for t in table))
 
 
 def cmd_report(args) -> int:
@@ -246,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--datasets", default="datasets.yaml")
     v.set_defaults(fn=cmd_validate)
 
-    ls = sub.add_parser("ls", help="list model sources, dataset sources, proxies and protocols")
+    ls = sub.add_parser("ls", help="list model sources, dataset sources, proxies and protocols; with --zoo, the "
+                                   "layers each model exposes")
+    ls.add_argument("--zoo", default=None, help="also list the layers (name, index, dim) of this zoo's models")
+    ls.add_argument("--models", default=None, help="comma-separated model names (with --zoo)")
+    ls.add_argument("--resolution", type=int, default=None, help="input size for the models (with --zoo)")
     ls.set_defaults(fn=cmd_ls)
 
     from .report.args import add_rank_args, add_report_args

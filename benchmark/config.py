@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from .checks import (NAME, REGEX, STRING, integer, list_of, mapping_of, number, one_of, optional, pair_of,
-                     positive, suggested_name)
+from .checks import (NAME, REGEX, STRING, Rule, integer, list_of, mapping_of, number, one_of, optional,
+                     pair_of, positive, suggested_name)
 from .errors import ConfigError, unknown_name
 
 LINE = "__line__"
@@ -199,10 +199,16 @@ class DatasetEntry:
     shots: int | None = None  # few-shot: k training images per class, drawn per seed
     extra_test: list = field(default_factory=list)  # names of other dataset entries with the same classes (OOD tests)
     class_map: dict = field(default_factory=dict)  # as an extra test set: its class names -> the main set's names
+    layers: object | None = None  # proxies' layers here (all, block indices, names, last); empty: settings.layers
 
     def source(self) -> tuple[str, str]:
         return next((s, getattr(self, s)) for s in DATASET_SOURCES if getattr(self, s))
 
+
+# `all`, or a list of block indices (negative from the end) and layer names ('last': the pooled penultimate).
+LAYERS = Rule(lambda v: v == "all" or (isinstance(v, list) and len(v) > 0 and all(
+    isinstance(i, str) or (isinstance(i, int) and not isinstance(i, bool)) for i in v) and len(set(v)) == len(v)),
+    "'all' or a non-empty list of distinct block indices and layer names (e.g. [last], [0, -1, last])")
 
 RULES[DatasetEntry] = dict(
     resolution=optional(integer(8, MAX_SIDE, why=SIDE_WHY), "empty (the model's native size)"),
@@ -210,7 +216,7 @@ RULES[DatasetEntry] = dict(
     max_train_per_class=optional(integer(1), "empty (no cap)"),
     max_test_per_class=optional(integer(1), "empty (no cap)"),
     shots=optional(integer(1), "empty (all training images)"), extra_test=list_of(STRING, min_len=0, unique=True),
-    class_map=mapping_of(STRING, STRING))
+    class_map=mapping_of(STRING, STRING), layers=optional(LAYERS, "empty (settings.layers)"))
 
 
 @dataclass
@@ -221,10 +227,13 @@ class Settings:
     num_workers: int = 0  # DataLoader workers
     target: str = "finetune"  # protocol whose accuracy proxies are correlated against in reports
     deterministic: bool = False  # CUDA: deterministic kernels only (torch.use_deterministic_algorithms); slower
+    layers: object = field(default_factory=lambda: ["last"])  # frozen-feature proxies per layer: all | [indices/names]
+    token_pool: str = "patch"  # a ViT layer's pooled feature: patch-token mean | cls (class token) | all tokens' mean
 
 
 RULES[Settings] = dict(protocols=list_of(STRING, unique=True), seeds=list_of(integer(0), unique=True),
-                       batch_size=integer(1), num_workers=integer(0), target=STRING)
+                       batch_size=integer(1), num_workers=integer(0), target=STRING, layers=LAYERS,
+                       token_pool=one_of("patch", "cls", "all"))
 
 
 def _parse_entries(cls, raw_list, path, section, sources):

@@ -20,14 +20,18 @@ STATUS_OK, STATUS_ERROR = "ok", "error"
 STATUS_NA = "not_applicable"  # the cell cannot apply to this model; a final state like ok
 
 
-def record_path(out: str | os.PathLike, model: str, dataset: str, protocol: str, seed: int) -> Path:
+def record_path(out: str | os.PathLike, model: str, dataset: str, protocol: str, seed: int,
+                layer: str = "last") -> Path:
     """<out>/<dataset>/<model>/<protocol>__seed<k>.json, asserted under `out` (ConfigError otherwise): zoo and
-    dataset names are checked when their files load, and this holds for names that come from anywhere else."""
-    for kind, name in (("dataset", dataset), ("model", model), ("protocol", protocol)):
+    dataset names are checked when their files load, and this holds for names that come from anywhere else. A
+    layer other than 'last' (the penultimate features every record had before layers existed) is named after the
+    protocol: <protocol>@<layer>__seed<k>.json."""
+    for kind, name in (("dataset", dataset), ("model", model), ("protocol", protocol), ("layer", layer)):
         problem = NAME.problem(name)
         if problem:
             raise ConfigError(f"{kind} name {problem}; records live at <out>/<dataset>/<model>/, so rename it")
-    return under(out, dataset, model, f"{protocol}__seed{int(seed)}.json", what="record path")
+    at = "" if layer == "last" else f"@{layer}"
+    return under(out, dataset, model, f"{protocol}{at}__seed{int(seed)}.json", what="record path")
 
 
 def _jsonable(obj):
@@ -66,7 +70,7 @@ def is_done(path: Path, config_hash: str) -> bool:
 
 
 RECORD_KEYS = {"model", "dataset", "protocol", "status"}
-_RECORD_NAME = re.compile(r"^(?P<protocol>.+)__seed(?P<seed>\d+)\.json$")
+_RECORD_NAME = re.compile(r"^(?P<protocol>[^@]+?)(?:@(?P<layer>.+))?__seed(?P<seed>\d+)\.json$")
 
 
 def iter_records(root: str | os.PathLike, corrupt: list | None = None):
@@ -83,7 +87,7 @@ def iter_records(root: str | os.PathLike, corrupt: list | None = None):
             if len(parts) == 3 and m:  # <dataset>/<model>/<protocol>__seed<k>.json, as record_path writes
                 reason = "not valid JSON" if rec is None else f"lacks {sorted(RECORD_KEYS - set(rec or {}))}"
                 corrupt.append((path, {"dataset": parts[0], "model": parts[1], "protocol": m["protocol"],
-                                       "seed": int(m["seed"])}, reason))
+                                       "seed": int(m["seed"]), "layer": m["layer"] or "last"}, reason))
 
 
 @functools.lru_cache(maxsize=1)

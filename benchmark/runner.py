@@ -22,6 +22,8 @@ from .data.loader import StoredImages
 from .data.store import PixelStore, is_array_source, storage_size
 from .features import FeatureCache, extract, feature_health, indices_digest
 from .finite import check_finite
+from .layer_plan import LayerTables, cell_layers, layer_key
+from .layers import LAST, available_layers, extract_layers
 from .leftovers import remove_dead_temps, tidy_finished_cell
 from .locks import CellLock, claimed
 from .seeding import cell_seed, seed_everything
@@ -49,6 +51,7 @@ class Cell:
     dataset: str
     protocol: str
     seed: int
+    layer: str = LAST  # the features a proxy reads ('last': pooled penultimate); training cells: always 'last'
 
 
 @dataclass
@@ -73,15 +76,33 @@ def _select(all_names, wanted, kind, where):
     return [n for n in all_names if n in wanted]
 
 
-def plan_cells(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions) -> list[Cell]:
-    """Deterministic cell order (config order), so shards of a cluster job agree on who does what."""
+def layer_tables(opts: RunOptions) -> LayerTables:
+    return LayerTables(opts.cache_dir or Path(opts.out) / ".cache", model_identity)
+
+
+def plan_cells(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, tables: LayerTables | None = None
+               ) -> list[Cell]:
+    """Deterministic cell order (config order), so shards of a cluster job agree on who does what. Frozen-feature
+    proxies run once per layer of the dataset's `layers` (default: 'last' only); LEEP-style proxies read the
+    source classifier's output, which has no layer, and training cells train the whole network: 'last' only."""
     models = _select([m.name for m in zoo.models], opts.models, "model", zoo.path)
     datasets = _select([d.name for d in dsets.datasets], opts.datasets, "dataset", dsets.path)
     protos = opts.protocols or dsets.settings.protocols
     for p in protos:
         P.kind_of(p, f"{dsets.path}: settings.protocols")
     seeds = opts.seeds if opts.seeds is not None else dsets.settings.seeds
-    return [Cell(m, d, p, int(s)) for d in datasets for m in models for p in protos for s in seeds]
+    tables = tables or layer_tables(opts)
+    zoo_by, data_by = {m.name: m for m in zoo.models}, {d.name: d for d in dsets.datasets}
+    cells = []
+    for d in datasets:
+        for m in models:
+            layers = None
+            for p in protos:
+                per_layer = P.kind_of(p) == "proxy" and not get_proxy(p).needs_source_probs
+                if per_layer and layers is None:
+                    layers = cell_layers(zoo_by[m], data_by[d], dsets.settings, tables, dsets.path)[0]
+                cells += [Cell(m, d, p, int(s), lay) for lay in (layers if per_layer else [LAST]) for s in seeds]
+    return cells
 
 
 def protocol_hp(dsets: DatasetsConfig, protocol: str) -> dict:
@@ -110,8 +131,12 @@ def cell_config(zoo, dsets, cell: Cell, data_identity: dict | None = None) -> di
     (the source's file fingerprint) makes changed images invalidate records, not only cached features."""
     model = next(m for m in zoo.models if m.name == cell.model)
     data = next(d for d in dsets.datasets if d.name == cell.dataset)
-    cfg = {"model": model_identity(model), "dataset": as_dict(data), "protocol": cell.protocol,
+    # `layers` plans which cells exist; it does not change a cell's result (old records stay valid)
+    dataset = {k: v for k, v in as_dict(data).items() if k != "layers"}
+    cfg = {"model": model_identity(model), "dataset": dataset, "protocol": cell.protocol,
            "hp": protocol_hp(dsets, cell.protocol), "seed": cell.seed}
+    if cell.layer != LAST:
+        cfg.update(layer=cell.layer, token_pool=dsets.settings.token_pool)
     if data_identity is not None:
         cfg["data_identity"] = data_identity
     if P.kind_of(cell.protocol) == "train" and data.extra_test:
@@ -130,6 +155,8 @@ class GroupContext:
         self._loaded = None
         self.model_info = None  # {'model_identity', 'model_notes'}: from the loaded model or beside cached features
         self.memo = {}  # per-group results reused across cells (e.g. the linear head for LP-FT)
+        self.layers = [LAST]  # layers this group's cells read: one forward pass extracts them all
+        self.layer_index = {}  # layer -> depth position, when the group planned layers
         self.costs = new_costs()  # what the current cell used: reset by the grid runner per cell
 
     def source(self, entry=None):
@@ -186,10 +213,11 @@ class GroupContext:
                                            EvalTransform(size, cfg["mean"], cfg["std"]))
         return self.memo[memo]
 
-    def features(self, split, entry=None):
-        """(features, labels) of a planned split ('train', 'val', 'test'), from cache or one forward pass."""
+    def features(self, split, entry=None, layer=LAST):
+        """(features, labels) of a planned split ('train', 'val', 'test') at a layer, from cache or one forward
+        pass (which, when the group reads several layers, extracts and caches all of them)."""
         entry = entry or self.data_entry
-        key = self.feature_key(entry, split)
+        key = layer_key(self.feature_key(entry, split), layer, self.dsets.settings.token_pool)
         memo = ("features", stable_hash(key, 32))
         if memo in self.memo:  # read from disk once per group: every proxy cell reads the same features
             self.summary.features_cached += 1
@@ -198,6 +226,10 @@ class GroupContext:
             self.summary.features_cached += 1
             feats, labels, cost = hit
             self._cached_model_info(key)
+        elif layer != LAST or (self.layers != [LAST] and entry is self.data_entry):
+            if entry is not self.data_entry:
+                raise CellError(f"layer '{layer}' features exist for the cell's own dataset only, not '{entry.name}'")
+            feats, labels, cost = self._extract_layers(split, layer)
         else:  # one extraction per split across concurrent runs: wait for theirs rather than repeat it
             def wait(o):
                 self.log(f"        waiting for {o.get('host', '?')}:{o.get('pid', '?')} to extract "
@@ -210,8 +242,8 @@ class GroupContext:
                 else:
                     feats, labels, _, cost = self._extract(entry, split, key)
         self.memo[memo] = (feats, labels, cost)
-        if entry is self.data_entry and ("feature_health", split) not in self.memo:  # cached or fresh alike
-            self.memo[("feature_health", split)] = feature_health(feats)
+        if entry is self.data_entry and ("feature_health", split, layer) not in self.memo:  # cached or fresh alike
+            self.memo[("feature_health", split, layer)] = feature_health(feats)
         self.costs["features_s"] += cost.get("seconds", 0.0)
         self.costs["features_images"] += cost.get("images", 0)
         return feats, labels
@@ -238,6 +270,29 @@ class GroupContext:
         self.cache.save(key, feats, labels, cost, source_probs=probs, model_info=self.model_info)
         self.summary.features_computed += 1
         return feats, labels, probs, cost
+
+    def _extract_layers(self, split, layer):
+        """One forward pass over a split that pools every layer this group reads (and 'last', with the source
+        classifier's probabilities) and caches each under its own key; returns `layer`'s (features, labels, cost)."""
+        entry = self.data_entry
+        base = self.feature_key(entry, split)
+        pool = self.dsets.settings.token_pool
+        wanted = [n for n in dict.fromkeys([*self.layers, layer])
+                  if n == layer or not self.cache.path(layer_key(base, n, pool)).exists()]
+        images = self.images(split, entry)
+        table = available_layers(self.loaded.module, images.transform.size)
+        head = self.loaded.source_head
+        t0 = time.perf_counter()
+        feats, labels, probs = extract_layers(self.loaded.module, images, table, wanted, self.dsets.settings.batch_size,
+                                              self.opts.device, token_pool=pool, head=head,
+                                              desc=f"{self.model_entry.name}/{entry.name}/{split} x{len(wanted)}")
+        cost = {"seconds": round(time.perf_counter() - t0, 4), "images": len(labels), "layers": len(feats)}
+        self.costs["extracted_s"] += cost["seconds"]
+        for name, f in feats.items():
+            self.cache.save(layer_key(base, name, pool), f, labels, cost,
+                            **({"source_probs": probs} if name == LAST else {}))
+        self.summary.features_computed += 1
+        return feats[layer], labels, cost
 
     def source_probs(self, split):
         """The source classifier's probabilities on a split (stored beside its features), or NotApplicable."""
@@ -270,13 +325,13 @@ class GroupContext:
                                protocol_hp(self.dsets, "linear"))
         return self.memo[("linear_head", seed)]
 
-    def proxy_train(self, seed, device):
-        """The train features and labels a seed's proxies read: one tensor object per (seed, device) in this
-        group, so the statistics several estimators share (proxies/moments.py) are computed once."""
-        tx, ty = self.features("train")  # charged to every cell that reads them, memoised or not
+    def proxy_train(self, seed, device, layer=LAST):
+        """The train features and labels a seed's proxies read: one tensor object per (seed, device, layer) in
+        this group, so the statistics several estimators share (proxies/moments.py) are computed once."""
+        tx, ty = self.features("train", layer=layer)  # charged to every cell that reads them, memoised or not
         idx = self.train_indices(seed)
         full = len(idx) == len(tx) and np.array_equal(idx, np.arange(len(tx)))  # no few-shot draw: seeds share
-        key = ("proxy_train", None if full else seed, str(device))
+        key = ("proxy_train", None if full else seed, str(device), layer)
         if key not in self.memo:
             sel = torch.as_tensor(idx)
             self.memo[key] = (tx.to(device), ty.to(device)) if full else (tx[sel].to(device), ty[sel].to(device))
@@ -294,21 +349,27 @@ class GroupContext:
 def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict, dict]:
     proxy = get_proxy(cell.protocol)
     device = torch.device(ctx.opts.device)
-    tx, ty = ctx.proxy_train(cell.seed, device)
+    layer = cell.layer
+    tx, ty = ctx.proxy_train(cell.seed, device, layer)
     kwargs = dict(hp)
     sizes = {"train": len(ty)}
     args = [tx, ty]
     if proxy.needs_test:
-        vx, vy = ctx.features("val")
-        ex, ey = ctx.features("test")
+        vx, vy = ctx.features("val", layer=layer)
+        ex, ey = ctx.features("test", layer=layer)
         kwargs.update(val_x=vx.to(device), val_y=vy.to(device))
         args += [ex.to(device), ey.to(device)]
         sizes.update(val=len(vy), test=len(ey))
     if "seed" in P.proxy_hp_names(cell.protocol):
         kwargs.setdefault("seed", cell.seed)
     if proxy.needs_source_probs:
+        if layer != LAST:
+            raise NotApplicable(f"{cell.protocol} reads the source classifier's output, which has no layer "
+                                f"'{layer}'; run it at 'last'")
         kwargs["source_probs"] = ctx.source_probs("train")[torch.as_tensor(ctx.train_indices(cell.seed))].to(device)
     out = proxy(*args, **kwargs)
+    if "head" in out and layer != LAST:
+        out.pop("head")  # LP-FT starts from the head on the penultimate features only
     if "head" in out:
         head = tuple(t.cpu() for t in out.pop("head"))
         ctx.memo[("linear_head", cell.seed)] = head
@@ -316,6 +377,8 @@ def run_proxy_cell(ctx: GroupContext, cell: Cell, hp: dict) -> tuple[dict, dict,
     chosen = {k: out.pop(k) for k in proxy.hp_keys if k in out}
     extra = {"n": sizes, "feature_dim": int(tx.shape[1]), "num_classes": int(torch.unique(ty).numel()),
              "primary": proxy.primary, "higher_is_better": proxy.higher_is_better}
+    if layer in ctx.layer_index:
+        extra["layer_index"] = ctx.layer_index[layer]
     return out, chosen, extra
 
 
@@ -324,6 +387,11 @@ def run_cell(ctx: GroupContext, cell: Cell, hp: dict, config_hash: str, path: Pa
         return run_proxy_cell(ctx, cell, hp)
     from .training.runner import run_training_cell
     return run_training_cell(ctx, cell, hp, config_hash, path)
+
+
+def _label(c: Cell) -> str:
+    layer = f" @ {c.layer}" if c.layer != LAST else ""
+    return f"{c.model} × {c.dataset} × {c.protocol}{layer} (seed {c.seed})"
 
 
 def _one_line(e: BaseException) -> str:
@@ -347,7 +415,8 @@ def data_identities(dsets, names, sources) -> dict:
 
 
 def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print) -> RunSummary:
-    cells = plan_cells(zoo, dsets, opts)
+    tables = layer_tables(opts)
+    cells = plan_cells(zoo, dsets, opts, tables)
     hps = {p: protocol_hp(dsets, p) for p in {c.protocol for c in cells}}
     if dsets.settings.deterministic:
         # CUDA's nondeterministic kernels (atomics in some convolution backward passes, scatter_add, index_add)
@@ -372,8 +441,13 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
     def context(c):  # one per group, made only when a cell of the group is computed
         if (c.model, c.dataset) not in contexts:
             contexts.clear()  # groups run one after the other: let the previous one's features go
-            contexts[(c.model, c.dataset)] = GroupContext(models[c.model], datas[c.dataset], dsets, opts, cache,
-                                                          summary, sources, pixels, log)
+            ctx = GroupContext(models[c.model], datas[c.dataset], dsets, opts, cache, summary, sources, pixels, log)
+            # every layer the group's cells read comes out of one forward pass (cached per layer)
+            ctx.layers = list(dict.fromkeys([LAST] + [g.layer for g in groups[(c.model, c.dataset)]]))
+            if ctx.layers != [LAST]:
+                ctx.layer_index = cell_layers(models[c.model], datas[c.dataset], dsets.settings, tables,
+                                              dsets.path)[1]
+            contexts[(c.model, c.dataset)] = ctx
         return contexts[(c.model, c.dataset)]
 
     def claim_and_run(c, cfg, h, path, force) -> bool:
@@ -394,7 +468,7 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
     for (model_name, data_name), group in mine:
         for c in group:
             cfg = cell_config(zoo, dsets, c, identities.get(c.dataset))
-            path = record_path(opts.out, c.model, c.dataset, c.protocol, c.seed)
+            path = record_path(opts.out, c.model, c.dataset, c.protocol, c.seed, c.layer)
             h = stable_hash(cfg)
             if not opts.force and is_done(path, h):
                 summary.skipped += 1
@@ -402,14 +476,14 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
             elif not claim_and_run(c, cfg, h, path, opts.force):
                 owner = CellLock(path).owner() or {}
                 busy.append((c, cfg, h, path))
-                log(f"[busy]  {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): claimed by "
+                log(f"[busy]  {_label(c)}: claimed by "
                     f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
     # Cells another run held: look again before exiting, and take over those whose owner has died since.
     for c, cfg, h, path in busy:
         if is_done(path, h):
             summary.skipped += 1
         elif claim_and_run(c, cfg, h, path, force=False):
-            log(f"        took over {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}) from a run that ended")
+            log(f"        took over {_label(c)} from a run that ended")
         else:
             summary.busy.append(c)
     return summary
@@ -420,11 +494,11 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
     seed_everything(cell_seed(c.seed, c.model, c.dataset, c.protocol))
     ctx.costs = new_costs()
     t0 = time.perf_counter()
-    record = {"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed,
+    record = {"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed, "layer": c.layer,
               "config": cfg, "config_hash": h}
     try:
         metrics, chosen, extra = run_cell(ctx, c, hp, h, path)
-        check_finite(c, metrics, ctx.memo.get(("feature_health", "train")))
+        check_finite(c, metrics, ctx.memo.get(("feature_health", "train", c.layer)))
         record.update(status=STATUS_OK, metrics=metrics, hyperparameters=chosen, **extra)
         if ctx._loaded is not None and not isinstance(ctx._loaded, str):  # loaded here (features may be cached)
             record.update(model_identity=ctx._loaded.identity, model_notes=ctx._loaded.notes)
@@ -432,7 +506,7 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
             record.update(ctx.model_info)
         summary.ok += 1
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        log(f"[ok]    {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {shown}")
+        log(f"[ok]    {_label(c)}: {shown}")
         for w in record.get("warnings", []):
             log(f"        warning: {w}")
     except (KeyboardInterrupt, DiskFull):  # the run stops: no error record (a full disk could not write it)
@@ -440,15 +514,15 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
     except NotApplicable as e:  # a final state of its own, not an error: never retried
         record.update(status=STATUS_NA, reason=str(e))
         summary.not_applicable += 1
-        log(f"[n/a]   {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {e}")
+        log(f"[n/a]   {_label(c)}: {e}")
     except Exception as e:  # noqa: BLE001 - a failing cell becomes an error record; the grid goes on
         msg = _one_line(e)
         record.update(status=STATUS_ERROR, error=msg, traceback=traceback.format_exc(limit=8))
         summary.errors.append((c, msg))
-        log(f"[error] {c.model} × {c.dataset} × {c.protocol} (seed {c.seed}): {msg}")
+        log(f"[error] {_label(c)}: {msg}")
     wall = time.perf_counter() - t0
-    if P.kind_of(c.protocol) == "proxy" and ("feature_health", "train") in ctx.memo:  # ok and error records
-        record["feature_health"] = ctx.memo[("feature_health", "train")]
+    if P.kind_of(c.protocol) == "proxy" and ("feature_health", "train", c.layer) in ctx.memo:  # ok and errors
+        record["feature_health"] = ctx.memo[("feature_health", "train", c.layer)]
     images = record.pop("images_processed", 0)
     # device_s: seconds this cell held its one device (extraction or decoding it happened to do included).
     # Features are shared by the cells of a group, so which cell pays for them depends on order; standalone_s

@@ -39,6 +39,7 @@ def make_plan(zoo, dsets, opts, count: int | None) -> dict:
     shard_of = group_shards(cells, count)
     return {"count": count, "out": str(opts.out),
             "cells": [{"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed,
+                       **({"layer": c.layer} if c.layer != "last" else {}),
                        "hash": stable_hash(cell_config(zoo, dsets, c, ids.get(c.dataset))), "shard": shard_of[(c.model, c.dataset)]}
                       for c in cells]}
 
@@ -54,7 +55,8 @@ def load_plan(out) -> dict | None:
 def cell_state(out, cell: dict) -> tuple[str, str | None]:
     """(state, last error) of one planned cell from its record. A record made under another config is missing:
     the next run recomputes it."""
-    rec = read_record(record_path(out, cell["model"], cell["dataset"], cell["protocol"], cell["seed"]))
+    rec = read_record(record_path(out, cell["model"], cell["dataset"], cell["protocol"], cell["seed"],
+                                  cell.get("layer", "last")))
     if not rec or rec.get("config_hash") != cell["hash"]:
         return MISSING, None
     status = rec.get("status")

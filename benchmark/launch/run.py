@@ -109,7 +109,7 @@ def _finished(out, cell, since: float) -> bool:
     if state in (DONE, NOT_APPLICABLE):
         return True
     if state == FAILED:  # an error record counts once this launch wrote it (old ones are being retried)
-        path = record_path(out, cell["model"], cell["dataset"], cell["protocol"], cell["seed"])
+        path = record_path(out, cell["model"], cell["dataset"], cell["protocol"], cell["seed"], cell.get("layer", "last"))
         return path.stat().st_mtime >= since - 1
     return False
 

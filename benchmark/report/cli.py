@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from .args import add_report_args  # noqa: F401  (kept importable from here)
 from .ceiling import add_ceiling, ceiling_table, ceiling_words
 from .health import feature_health_section
-from .load import load_records, seed_summary
+from .load import last_layer, load_records, seed_summary
 from .published import scores_from_table, transform_note
 from .pool import add_pool_scores
 from .stats import STATISTICS
@@ -41,13 +41,16 @@ def _proxy_meta(cells: pd.DataFrame) -> dict:
 def missing_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """Every expected (model, dataset, protocol, seed) without an ok record: error, corrupt, not applicable (the
     reason in `error`) and absent cells."""
+    keys = ["model", "dataset", "protocol", "layer", "seed"]
     if cells.empty:
-        return pd.DataFrame(columns=["model", "dataset", "protocol", "seed", "status", "error"])
+        return pd.DataFrame(columns=keys + ["status", "error"])
     grid = pd.MultiIndex.from_product([sorted(cells.model.unique()), sorted(cells.dataset.unique()),
-                                       sorted(cells.protocol.unique()), sorted(cells.seed.unique())],
-                                      names=["model", "dataset", "protocol", "seed"]).to_frame(index=False)
-    merged = grid.merge(cells[["model", "dataset", "protocol", "seed", "status", "error"]], how="left",
-                        on=["model", "dataset", "protocol", "seed"])
+                                       sorted(cells.seed.unique())], names=["model", "dataset", "seed"]).to_frame(
+                                           index=False)
+    # a layer is expected of a protocol where some record has it (training protocols run at 'last' only)
+    pairs = cells[["protocol", "layer"]].drop_duplicates()
+    grid = grid.merge(pairs, how="cross")[keys]
+    merged = grid.merge(cells[keys + ["status", "error"]], how="left", on=keys)
     merged["status"] = merged.status.fillna("absent")
     merged["error"] = merged.error.fillna("")
     return merged[merged.status != "ok"].reset_index(drop=True)
@@ -57,7 +60,8 @@ def _scores_from_records(args):
     long, cells = load_records(args.results)
     if cells.empty:
         raise ConfigError(f"{args.results}: no records found; run 'bench run' first or pass --results")
-    summary = add_pool_scores(seed_summary(long))  # NCTI/ETran: combined across each dataset's models
+    # models are ranked at their penultimate features ('last'); other layers go to the layer section
+    summary = add_pool_scores(seed_summary(last_layer(long)))  # NCTI/ETran: combined across each dataset's models
     primary = cells.groupby("protocol").primary.first().to_dict()
     summary = summary[summary.protocol.map(primary) == summary.metric]
     meta = _proxy_meta(cells)
@@ -94,7 +98,7 @@ def report(args) -> int:
     else:
         long, cells, summary, scores, target, meta, per_seed = _scores_from_records(args)
         tidy = long.merge(seed_summary(long).rename(columns={"mean": "seed_mean", "std": "seed_std"}),
-                          on=["model", "dataset", "protocol", "metric"])
+                          on=["model", "dataset", "protocol", "layer", "metric"])
         tidy.to_csv(out / "results.csv", index=False)
         missing = missing_cells(cells)
         missing.to_csv(out / "missing.csv", index=False)
@@ -140,6 +144,13 @@ def report(args) -> int:
     more, sections = run_analyses(out, args, scores, target, corr, summ, meta,
                                   results=args.results if cells is not None else None)
     figures += more
+    if long is not None:  # per-layer records: Fig. 9-style figures and the best-layer table
+        from .layer_plots import layer_report
+        primary = cells.groupby("protocol").primary.first().to_dict()
+        layer_figs, layer_lines = layer_report(out, long, primary, meta, figures=not args.no_figures,
+                                                results=args.results)
+        figures += layer_figs
+        sections = [*sections, *layer_lines]
     if cells is not None:
         _index(out, cells, corr, summ, figures, args, missing_cells(cells), note, [*words, *health, *sections])
     print(f"wrote {out}/correlations.csv, summary.csv and {len(figures)} figure(s)")
@@ -204,5 +215,5 @@ def _index(out, cells, corr, summ, figures, args, missing, note="", sections=())
     if missing.empty:
         lines.append("None: every model × dataset × protocol × seed has an ok record.")
     else:
-        lines.append(to_markdown(missing[["model", "dataset", "protocol", "seed", "status", "error"]]))
+        lines.append(to_markdown(missing[["model", "dataset", "protocol", "layer", "seed", "status", "error"]]))
     (out / "README.md").write_text("\n".join(lines) + "\n")

@@ -15,13 +15,15 @@ def add_pool_scores(summary: pd.DataFrame) -> pd.DataFrame:
         if meta is None or meta.combine is None:
             continue
         part = summary[(summary.protocol == proto) & (summary.metric != meta.primary)]
-        for dataset, grp in part.groupby("dataset"):
+        keys = ["dataset", "layer"] if "layer" in part else ["dataset"]  # a layer is pooled with the same layer
+        for key, grp in part.groupby(keys):
+            where = dict(zip(keys, key))
             wide = grp.pivot_table(index="model", columns="metric", values="mean").dropna()
             seeds = grp.groupby("model").n_seeds.min()
             if wide.empty:
                 continue
             scores = meta.combine(wide.to_dict("records"))
-            rows += [{"model": m, "dataset": dataset, "protocol": proto, "metric": meta.primary, "mean": s,
+            rows += [{"model": m, **where, "protocol": proto, "metric": meta.primary, "mean": s,
                       "std": float("nan"), "n_seeds": int(seeds[m])} for m, s in zip(wide.index, scores)]
     if not rows:
         return summary

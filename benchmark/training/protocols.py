@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..checks import integer, number, one_of, positive
+from ..checks import Rule, integer, number, one_of, positive
 from ..errors import CellError
 from ..registry import Registry
 from .bn import BN_TYPES, convert_bn, tuned_norm_layers
@@ -178,9 +178,28 @@ def build_daft(ctx, hp):
     return Setup(WithHead(backbone, head), groups, lambda m: None, ["BN converted to target statistics"])
 
 
+# `block`: 1-based block index, 0 for the paper's middle block, or auto (chosen by `block_proxy`: block_choice.py)
+BLOCK = Rule(lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+             "an integer ≥ 0 (0: the default block) or auto (the block the block_proxy scores best)")
+BLOCK_PROXY = Rule(lambda v: isinstance(v, str) and _block_proxy_ok(v), "a proxy computed on training features "
+                   "alone (nc1, cdnv, numerical_rank, hscore, logme, ...), chosen per block when block is auto")
+
+
+def _block_proxy_ok(name: str) -> bool:
+    from ..errors import ConfigError
+    from .block_choice import check_block_proxy
+    try:
+        check_block_proxy(name)
+    except ConfigError:
+        return False
+    return True
+
+
 def _one_block(ctx, hp, skip: bool):
     backbone = copy.deepcopy(ctx.backbone)
     blocks, family, default = blocks_of(backbone)
+    if hp["block"] == "auto":  # the training runner resolves it once per cell (block_choice.choose_block)
+        raise CellError("block: auto was not resolved before building the model")
     index = hp["block"] or default
     if not 1 <= index <= len(blocks):
         raise CellError(f"block must be in 1..{len(blocks)} for this {family}, got {index}")
@@ -193,12 +212,12 @@ def _one_block(ctx, hp, skip: bool):
 
 
 @register("layer_ft", "Layer-FT: one middle block + head trained, the rest frozen (neural-collapse guided)",
-          lr=[0.01, 0.001], wd=1e-5, block=0, ranges=dict(block=integer(0, why=" (0: the default block)")))
+          lr=[0.01, 0.001], wd=1e-5, block=0, block_proxy="nc1", ranges=dict(block=BLOCK, block_proxy=BLOCK_PROXY))
 def build_layer_ft(ctx, hp):
     return _one_block(ctx, hp, skip=False)
 
 
 @register("scl_ft", "SCL-FT: Layer-FT plus a skip from the tuned block's pooled output to the penultimate",
-          lr=[0.01, 0.001], wd=1e-5, block=0, ranges=dict(block=integer(0, why=" (0: the default block)")))
+          lr=[0.01, 0.001], wd=1e-5, block=0, block_proxy="nc1", ranges=dict(block=BLOCK, block_proxy=BLOCK_PROXY))
 def build_scl_ft(ctx, hp):
     return _one_block(ctx, hp, skip=True)

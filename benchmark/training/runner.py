@@ -96,6 +96,12 @@ def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path:
         for x, _ in train_eval.batches(hp["batch_size"], device):
             yield x
 
+    block_choice = None
+    if hp.get("block") == "auto":  # once per cell, before the sweep: every sweep point tunes the same block
+        from .block_choice import choose_block
+        block_choice = choose_block(pristine, train_eval.batches(settings.batch_size, device), hp["block_proxy"],
+                                    device)
+        hp["block"] = block_choice["block"]
     bctx = BuildContext(pristine, feature_dim, num_classes, cell.seed, linear_head, target_batches)
     ckdir = checkpoint_dir(record_path)
     open_checkpoints(ckdir, config_hash, ctx.log)
@@ -169,11 +175,16 @@ def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path:
         metrics[f"ood_{other_name}_top1"] = acc["top1"]
         metrics[f"ood_{other_name}_mean_per_class"] = acc["mean_per_class"]
     diag = diagnostics(setup.model, pristine, test_ds, train_eval, eval_bs, device)
-    if overrides.get("diagnostics"):  # Neyshabur et al.'s transfer diagnostics, opt-in for their cost
+    names = overrides.get("diagnostics") or []
+    if "layer_nc1" in names:  # the paper's Fig. 10: per-block NC1 on the training split, trained vs pretrained
+        from .block_choice import layer_nc1
+        diag["layer_nc1"] = layer_nc1(setup.model.backbone, pristine, train_eval.batches(eval_bs, device), device)
+    if set(names) - {"layer_nc1"}:  # Neyshabur et al.'s transfer diagnostics, opt-in for their cost
         from .transfer import transfer_diagnostics
         diag["transfer"] = transfer_diagnostics(setup.model, pristine, test_ds.batches(eval_bs, device), device,
                                                 overrides["diagnostics"], ckdir.with_suffix(".final.pt"))
-    chosen = {k: best["hp"][k] for k in ("lr", "wd", "lr_backbone", "lr_head", "epochs", "bn_layers", "block")
+    chosen = {k: best["hp"][k] for k in ("lr", "wd", "lr_backbone", "lr_head", "epochs", "bn_layers", "block",
+                                         *(("block_proxy",) if block_choice else ()))
               if k in best["hp"]}
     extra = {"n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, "feature_dim": feature_dim,
              "num_classes": num_classes, "primary": "top1", "higher_is_better": True,
@@ -183,5 +194,6 @@ def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path:
                           **{k: best[k] for k in ("trained_backbone_params", "backbone_params",
                                                   "trained_fraction_backbone", "trained_params_total")}},
              "diagnostics": diag, "warnings": training_warnings(best, val_ds.labels),
+             **({"block_choice": block_choice} if block_choice else {}),
              "images_processed": sum(r.get("images", 0) for r in progress["done"].values())}
     return metrics, chosen, extra

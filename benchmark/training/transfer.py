@@ -23,7 +23,7 @@ from torch import nn
 from ..atomic import torch_save
 from ..errors import CellError, ConfigError, unknown_name
 
-DIAGNOSTICS = ("cka", "criticality", "barrier")
+DIAGNOSTICS = ("cka", "criticality", "barrier", "layer_nc1")  # layer_nc1: training/block_choice.py
 MAX_IMAGES = 1024  # test images the diagnostics use (the split's first ones, in order): ~0.6 GB at 224 px
 
 
