@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .atomic import write_text
 from .config import stable_hash
-from .errors import ConfigError
 from .layers import LAST, LayerInfo, available_layers, resolve_layers
 
 DEFAULT = [LAST]

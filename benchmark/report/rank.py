@@ -15,7 +15,7 @@ from ..atomic import write_text
 from ..errors import ConfigError
 from ..paths import under
 from .args import add_rank_args  # noqa: F401  (kept importable from here)
-from .load import last_layer, load_records, seed_summary
+from .load import load_records, seed_summary
 from .pool import add_pool_scores
 from .tables import to_markdown
 
