@@ -276,3 +276,28 @@ def test_convert_bn_refuses_non_affine_bn_before_touching_any_layer():
     with pytest.raises(CellError, match="needs affine BatchNorm"):
         convert_bn(m, [torch.randn(4, 3, 32, 32)])
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny_patch16_224"])
+def test_finetune_decays_weights_only_as_timm_does(arch):
+    """Default wd_norm_bias false: the weight decay of each parameter equals the one timm's own optimizer factory
+    gives it (create_optimizer_v2 on the same backbone: norm affines, biases and ViT pos_embed/cls_token at 0);
+    the head's weight is decayed and its bias is not. wd_norm_bias true: every parameter decayed."""
+    import timm.optim
+    torch.manual_seed(0)
+    kw = {"img_size": 32} if arch.startswith("vit") else {}
+    backbone = timm.create_model(arch, pretrained=False, num_classes=0, **kw).eval()
+    setup = PROTOCOLS.get("finetune").build(ctx_for(backbone), one_combo("finetune", lr=0.01, wd=1e-4))
+    opt = torch.optim.SGD(setup.param_groups, momentum=0.9)  # as engine.fit builds it
+    ours = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    ref_opt = timm.optim.create_optimizer_v2(setup.model.backbone, "momentum", lr=0.01, weight_decay=1e-4)
+    ref = {id(p): g["weight_decay"] for g in ref_opt.param_groups for p in g["params"]}
+    head = setup.model.head
+    ref.update({id(head.weight): 1e-4, id(head.bias): 0.0})
+    assert ours == ref and len(ours) == len(list(setup.model.parameters()))
+    assert 0 < sum(wd == 0 for wd in ours.values()) < len(ours)
+    if arch.startswith("vit"):
+        assert ours[id(setup.model.backbone.pos_embed)] == 0.0
+    every = PROTOCOLS.get("finetune").build(ctx_for(backbone), one_combo("finetune", lr=0.01, wd=1e-4,
+                                                                          wd_norm_bias=True))
+    assert [g["weight_decay"] for g in every.param_groups] == [1e-4]

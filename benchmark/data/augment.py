@@ -77,24 +77,49 @@ class EvalTransform:
         return (x.float() - m) / sd
 
 
-class TrainTransform:
-    """RandomResizedCrop(size, scale, ratio) + horizontal flip + normalise, per sample, batched."""
+RESIZE_MODES = ("roi_align", "bilinear", "bicubic", "random")
 
-    def __init__(self, size: int, mean, std, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: float = 0.5):
+
+class TrainTransform:
+    """RandomResizedCrop(size, scale, ratio) + horizontal flip + normalise, per sample, batched.
+
+    `resize`: roi_align (one batched call, see the module docstring) or torchvision's antialiased
+    `resized_crop` per sample with bilinear, bicubic or, as timm's default `--train-interpolation random`, either
+    drawn per sample."""
+
+    def __init__(self, size: int, mean, std, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: float = 0.5,
+                 resize: str = "roi_align"):
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got '{resize}'")
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
-        self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), hflip
+        self.scale, self.ratio, self.hflip, self.resize = tuple(scale), tuple(ratio), hflip, resize
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        from torchvision.ops import roi_align
         n, _, h, w = x.shape
         boxes = sample_boxes(n, h, w, self.scale, self.ratio, generator)
         flip = torch.rand(n, generator=generator) < self.hflip
-        top, left, bh, bw = boxes.unbind(1)
-        rois = torch.stack([torch.arange(n, dtype=torch.float64), left, top, left + bw, top + bh], 1)
-        rois = rois.to(device=x.device, dtype=torch.float32)
-        out = roi_align(x.float(), rois, output_size=(self.size, self.size), spatial_scale=1.0, sampling_ratio=-1,
-                        aligned=True)
+        if self.resize == "roi_align":
+            from torchvision.ops import roi_align
+            top, left, bh, bw = boxes.unbind(1)
+            rois = torch.stack([torch.arange(n, dtype=torch.float64), left, top, left + bw, top + bh], 1)
+            rois = rois.to(device=x.device, dtype=torch.float32)
+            out = roi_align(x.float(), rois, output_size=(self.size, self.size), spatial_scale=1.0,
+                            sampling_ratio=-1, aligned=True)
+        else:
+            out = self._per_sample(x, boxes, generator)
         flip = flip.to(x.device).view(n, 1, 1, 1)
         out = torch.where(flip, out.flip(3), out)
         m, sd = _normaliser(self.mean, self.std, out)
         return (out - m) / sd
+
+    def _per_sample(self, x, boxes, generator):
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+        modes = [self.resize] * len(x)
+        if self.resize == "random":
+            pick = torch.rand(len(x), generator=generator) < 0.5
+            modes = ["bilinear" if p else "bicubic" for p in pick.tolist()]
+        out = [TF.resized_crop(x[i:i + 1].float(), *boxes[i].tolist(), [self.size, self.size],
+                               interpolation=InterpolationMode(modes[i]), antialias=True)
+               for i in range(len(x))]
+        return torch.cat(out).clamp_(0, 255)  # bicubic overshoots; PIL clamps to uint8

@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..checks import Rule, integer, number, one_of, positive
+from ..checks import BOOLEAN, Rule, integer, number, one_of, positive
+from ..data.augment import RESIZE_MODES
 from ..errors import CellError
 from ..registry import Registry
 from .bn import BN_TYPES, convert_bn, tuned_norm_layers
@@ -28,6 +29,7 @@ COMMON = dict(
     warmup_epochs=0.0,  # linear warm-up before the cosine decay
     head_init_std=0.01,  # N(0, std) head initialisation where the protocol draws one
     crop_scale_min=0.08,  # RandomResizedCrop scale lower bound
+    train_resize="roi_align",  # how crops are resized: roi_align (batched) | bilinear | bicubic | random (per sample)
     precision="auto",  # auto (measured on CUDA: bf16 + channels_last or fp32, whichever is faster) | bf16 | fp32
     compile=False,  # torch.compile the model; compile time is reported apart from images/s
 )
@@ -37,7 +39,8 @@ LR = number(0, 10, lo_open=True, why=" (SGD above 10 only diverges; the papers s
 # of its values must pass (checks.swept).
 COMMON_RANGES = dict(epochs=integer(1), batch_size=integer(1), lr=LR, wd=number(0),
                      momentum=number(0, 1, hi_open=True), warmup_epochs=number(0), head_init_std=number(0),
-                     crop_scale_min=number(0, 1, lo_open=True), precision=one_of("auto", "bf16", "fp32"))
+                     crop_scale_min=number(0, 1, lo_open=True), precision=one_of("auto", "bf16", "fp32"),
+                     train_resize=one_of(*RESIZE_MODES), wd_norm_bias=BOOLEAN)
 
 
 @dataclass
@@ -122,6 +125,36 @@ def group(name, params, lr, wd):
     return {"name": name, "params": [p for p in params if p is not None], "lr": lr, "weight_decay": wd}
 
 
+def no_decay_params(model: nn.Module) -> set:
+    """ids of the parameters timm's train.py does not decay (`optim.param_groups_weight_decay`, which
+    `create_optimizer_v2` applies by default): 1-d tensors (norm affines), biases, and the names a module lists in
+    `no_weight_decay()` (ViT position embeddings, class token), looked up on every submodule that has it."""
+    from fnmatch import fnmatch
+    out = set()
+    for prefix, module in model.named_modules():
+        listed = getattr(module, "no_weight_decay", None)
+        names = listed() if callable(listed) else ()
+        for n, p in module.named_parameters():
+            if any(n == pat or fnmatch(n, pat) for pat in names):
+                out.add(id(p))
+    for n, p in model.named_parameters():
+        if p.ndim <= 1 or n.endswith(".bias"):
+            out.add(id(p))
+    return out
+
+
+def decay_groups(name, model: nn.Module, lr, wd, wd_norm_bias: bool) -> list:
+    """All of `model`'s parameters in one group, or (wd_norm_bias false, timm's rule) two: decayed, and the
+    norm/bias/no_weight_decay() ones at weight decay 0."""
+    params = list(model.parameters())
+    if wd_norm_bias or not wd:
+        return [group(name, params, lr, wd)]
+    skip = no_decay_params(model)
+    return [g for g in (group(name, [p for p in params if id(p) not in skip], lr, wd),
+                        group(f"{name} (norm/bias, no wd)", [p for p in params if id(p) in skip], lr, 0.0))
+            if g["params"]]
+
+
 @register("bn_tune", "BN-tuning proxy: linear head + BatchNorm affines (γ, β) trained, those BNs in train mode",
           lr=0.01, wd=1e-6, bn_layers="all", ranges=dict(bn_layers=one_of("all", "paper")))
 def build_bn_tune(ctx, hp):
@@ -142,15 +175,16 @@ def build_linear_aug(ctx, hp):
     return Setup(model, [group("head", head.parameters(), hp["lr"], hp["wd"])], eval_except([]))
 
 
+# wd_norm_bias: false (the default, timm's rule) leaves norm affines and biases undecayed; true decays them too.
 @register("finetune", "End-to-end fine-tune: all parameters, BN in train mode, random head, lr x wd grid",
-          lr=[0.1, 0.01, 0.001, 0.0001], wd=[0.0, 1e-6, 1e-5, 1e-4, 1e-3])
+          lr=[0.1, 0.01, 0.001, 0.0001], wd=[0.0, 1e-6, 1e-5, 1e-4, 1e-3], wd_norm_bias=False)
 def build_finetune(ctx, hp):
     model = WithHead(copy.deepcopy(ctx.backbone), new_head(ctx, hp))
-    return Setup(model, [group("all", model.parameters(), hp["lr"], hp["wd"])], lambda m: None)
+    return Setup(model, decay_groups("all", model, hp["lr"], hp["wd"], hp["wd_norm_bias"]), lambda m: None)
 
 
 @register("lp_ft", "LP-FT (Kumar et al.): head from the linear probe, then a small-lr fine-tune with BN in eval",
-          lr=[0.001, 0.0001], wd=0.0)
+          lr=[0.001, 0.0001], wd=0.0, wd_norm_bias=False)
 def build_lp_ft(ctx, hp):
     W, b = ctx.linear_head()
     head = nn.Linear(ctx.feature_dim, ctx.num_classes)
@@ -158,7 +192,7 @@ def build_lp_ft(ctx, hp):
         head.weight.copy_(W)
         head.bias.copy_(b)
     model = WithHead(copy.deepcopy(ctx.backbone), head)
-    return Setup(model, [group("all", model.parameters(), hp["lr"], hp["wd"])], bn_eval,
+    return Setup(model, decay_groups("all", model, hp["lr"], hp["wd"], hp["wd_norm_bias"]), bn_eval,
                  ["head initialised from the linear probe's solution on the training split"])
 
 

@@ -83,7 +83,8 @@ def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path:
     train_eval = ctx.images("train").subset(positions)
     size = train_eval.transform.size
     train_ds = train_eval.with_transform(TrainTransform(size, cfg["mean"], cfg["std"],
-                                                        scale=(hp["crop_scale_min"], 1.0)))
+                                                        scale=(hp["crop_scale_min"], 1.0),
+                                                        resize=hp["train_resize"]))
     val_ds, test_ds = ctx.images("val"), ctx.images("test")
     num_classes = len(src.classes)
     pristine = ctx.loaded.module
