@@ -56,7 +56,8 @@ def _plant_dead(zoo, dsets, out, model="dead", dim=512):
         official, idx = plan[split]
         labels = torch.as_tensor(src.splits[official].labels[idx], dtype=torch.long)
         cache.save(ctx.feature_key(data, split), torch.zeros(len(idx), dim), labels, {"seconds": 0.0},
-                   source_probs=None)  # as for a model without a classifier: LEEP/NCE are not applicable
+                   source_probs=None,  # as for a model without a classifier: LEEP/NCE are not applicable
+                   model_info={"model_identity": {"planted": True}, "model_notes": []})  # as a run stores it
 
 
 def _records(out):

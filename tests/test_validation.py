@@ -255,7 +255,7 @@ def test_report_names_corrupt_records(tmp_path, capsys):
     assert sorted(zip(missing.model, missing.status)) == [("m2", "corrupt"), ("m3", "corrupt")]
     assert "absent" not in set(missing.status)
     index = (tmp_path / "o" / "README.md").read_text()
-    assert "2 corrupt" in index and "| m2 | d | linear | 0 | corrupt |" in index
+    assert "2 corrupt" in index and "| m2 | d | linear | last | 0 | corrupt |" in index
 
 
 def test_a_model_that_fails_to_load_is_tried_once_per_group(tmp_path, monkeypatch):
