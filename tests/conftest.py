@@ -46,3 +46,29 @@ def reference_file(*parts) -> Path:
     if not path.is_file():
         pytest.fail(f"reference file missing: {path}; restore tests/reference from git (see PROVENANCE.md)")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: a second thread only adds barrier waits (30x slower on a loaded 2-core host, measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY_ZOO = "models:\n  - {name: r, timm: test_resnet, pretrained: false}\n"
+TINY_KNN_DATA = """\
+settings: {protocols: [knn, nc1], seeds: [0], target: knn, batch_size: 32}
+datasets:
+  - {name: digits, packaged: digits, resolution: 32, max_train_per_class: 6, max_test_per_class: 3}
+"""
+
+
+@pytest.fixture
+def tiny_knn_grid(tmp_path):
+    """(zoo, datasets, records folder) of a one-model, one-dataset grid of two cheap proxies."""
+    from benchmark.config import load_datasets, load_zoo
+    (tmp_path / "z.yaml").write_text(TINY_ZOO)
+    (tmp_path / "d.yaml").write_text(TINY_KNN_DATA)
+    return load_zoo(tmp_path / "z.yaml"), load_datasets(tmp_path / "d.yaml"), tmp_path / "r"

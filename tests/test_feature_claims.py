@@ -9,36 +9,16 @@ import pytest
 import torch
 
 from benchmark import runner
-from benchmark.config import load_datasets, load_zoo
 from benchmark.features import FeatureCache
 from benchmark.runner import GroupContext, RunOptions, RunSummary, run_grid
 
-ZOO = "models:\n  - {name: r, timm: test_resnet, pretrained: false}\n"
-DATA = """\
-settings: {protocols: [knn, nc1], seeds: [0], target: knn, batch_size: 32}
-datasets:
-  - {name: digits, packaged: digits, resolution: 32, max_train_per_class: 6, max_test_per_class: 3}
-"""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second thread only adds barrier waits (30x slower on a loaded 2-core host, measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def grid(tmp_path):
-    (tmp_path / "z.yaml").write_text(ZOO)
-    (tmp_path / "d.yaml").write_text(DATA)
-    return load_zoo(tmp_path / "z.yaml"), load_datasets(tmp_path / "d.yaml"), tmp_path / "r"
-
-
-def test_records_from_cached_features_carry_the_model_identity(grid):
-    zoo, dsets, out = grid
+def test_records_from_cached_features_carry_the_model_identity(tiny_knn_grid):
+    zoo, dsets, out = tiny_knn_grid
     run_grid(zoo, dsets, RunOptions(out=str(out), protocols=["knn"]), log=lambda *_: None)
     s = run_grid(zoo, dsets, RunOptions(out=str(out), protocols=["nc1"]), log=lambda *_: None)
     assert (s.ok, s.models_loaded, s.features_computed) == (1, 0, 0)  # the model was never loaded here
@@ -54,8 +34,8 @@ def test_records_from_cached_features_carry_the_model_identity(grid):
     assert json.loads((out / "digits/r/nc1__seed0.json").read_text())["model_identity"] == knn["model_identity"]
 
 
-def test_concurrent_contexts_extract_a_split_once(grid, monkeypatch):
-    zoo, dsets, out = grid
+def test_concurrent_contexts_extract_a_split_once(tiny_knn_grid, monkeypatch):
+    zoo, dsets, out = tiny_knn_grid
     calls, real = [], runner.extract
 
     def slow_extract(*a, **k):  # long enough that the second reader arrives while the first extracts

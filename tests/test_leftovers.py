@@ -6,42 +6,21 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from benchmark.config import load_datasets, load_zoo
 from benchmark.runner import RunOptions, run_grid
 
 DEAD_PID = 4194305  # above Linux's PID_MAX_LIMIT (2**22): never a running process
-ZOO = "models:\n  - {name: r, timm: test_resnet, pretrained: false}\n"
-DATA = """\
-settings: {protocols: [knn, nc1], seeds: [0], target: knn, batch_size: 32}
-datasets:
-  - {name: digits, packaged: digits, resolution: 32, max_train_per_class: 6, max_test_per_class: 3}
-"""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second thread only adds barrier waits (30x slower on a loaded 2-core host, measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def grid(tmp_path):
-    (tmp_path / "z.yaml").write_text(ZOO)
-    (tmp_path / "d.yaml").write_text(DATA)
-    return load_zoo(tmp_path / "z.yaml"), load_datasets(tmp_path / "d.yaml"), tmp_path / "r"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def claim(path, pid):
     path.with_suffix(".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "token": f"t{pid}"}))
 
 
-def test_next_run_removes_dead_writers_temps_and_finished_cells_claims(grid):
-    zoo, dsets, out = grid
+def test_next_run_removes_dead_writers_temps_and_finished_cells_claims(tiny_knn_grid):
+    zoo, dsets, out = tiny_knn_grid
     assert run_grid(zoo, dsets, RunOptions(out=str(out)), log=lambda *_: None).ok == 2
     rec = out / "digits/r/knn__seed0.json"
     host = socket.gethostname()
@@ -65,8 +44,8 @@ def test_next_run_removes_dead_writers_temps_and_finished_cells_claims(grid):
     assert any("removed 4 temp file(s)" in m for m in logs)
 
 
-def test_live_claim_is_left_alone_on_a_finished_cell(grid):
-    zoo, dsets, out = grid
+def test_live_claim_is_left_alone_on_a_finished_cell(tiny_knn_grid):
+    zoo, dsets, out = tiny_knn_grid
     run_grid(zoo, dsets, RunOptions(out=str(out)), log=lambda *_: None)
     rec = out / "digits/r/knn__seed0.json"
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -79,8 +58,8 @@ def test_live_claim_is_left_alone_on_a_finished_cell(grid):
         live.wait()
 
 
-def test_busy_cells_are_rechecked_and_taken_over_when_their_owner_dies(grid):
-    zoo, dsets, out = grid
+def test_busy_cells_are_rechecked_and_taken_over_when_their_owner_dies(tiny_knn_grid):
+    zoo, dsets, out = tiny_knn_grid
     rec = out / "digits/r/knn__seed0.json"
     rec.parent.mkdir(parents=True)
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

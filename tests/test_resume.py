@@ -5,12 +5,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from benchmark.config import load_datasets, load_zoo
 from benchmark.runner import RunOptions, run_grid
 from benchmark.training import runner as truntime
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ZOO = "models:\n  - {name: r, timm: test_resnet, pretrained: false}\n"
 DATA = """\
@@ -20,15 +21,6 @@ protocols:
 datasets:
   - {name: f, folder: ROOT, resolution: 32}
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second thread only adds barrier waits (30x slower on a loaded 2-core host, measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_images(root, seed):
