@@ -204,7 +204,8 @@ def test_task_killed_by_scancel_mid_run_leaves_no_partial_record_and_a_rerun_com
 
 
 def test_preempted_task_is_requeued_and_resumes(tmp_path, cancel_leftovers):
-    data = TRAINING.format(epochs=8, digits=DIGITS)
+    # 24 epochs: the preemption must land mid-training; 8 could finish first on a quiet machine (seen once in CI)
+    data = TRAINING.format(epochs=24, digits=DIGITS)
     out, argv = setup_grid(tmp_path, data.replace("  - {name: digits_b, " + DIGITS + ", split_seed: 1}\n", ""),
                            ZOO_TINY)
     cancel_leftovers(out)
