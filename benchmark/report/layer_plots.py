@@ -191,12 +191,7 @@ def accuracy_vs_nc1_figure(means: pd.DataFrame, corr: pd.DataFrame, dataset: str
         ax.set_title(f"{model}\n{stat}", fontsize=10)
         ax.set_xlabel("NC1 on train (log; lower = more collapse)")
         ax.set_ylabel(f"{accuracy} probe test top-1 (%)")
-    for ax in list(axes.flat)[len(models):]:
-        ax.set_visible(False)
-    fig.suptitle(f"{dataset}: {accuracy} accuracy against NC1 across layers", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, axes, len(models), f"{dataset}: {accuracy} accuracy against NC1 across layers", path)
 
 
 def trained_layer_nc1(results) -> pd.DataFrame:
@@ -242,12 +237,7 @@ def trained_figure(table: pd.DataFrame, dataset: str, path) -> None:
         ax.set_ylabel("NC1 on train (log)")
         ax.set_title(model, fontsize=10)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(models):]:
-        ax.set_visible(False)
-    fig.suptitle(f"{dataset}: layer-wise NC1 after training", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, axes, len(models), f"{dataset}: layer-wise NC1 after training", path)
 
 
 def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bool = True, results=None):
@@ -291,3 +281,14 @@ def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bo
              "the proxy's pick instead of the best layer:", "",
              to_markdown(best.drop(columns=["best_depth"])), ""]
     return figs, lines
+
+
+def _finish(fig, axes, used: int, title: str, path) -> None:
+    """Hide the grid's unused panels, title the figure, lay it out and write it."""
+    import matplotlib.pyplot as plt  # lazily, as the figure functions import it
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
