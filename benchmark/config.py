@@ -223,6 +223,7 @@ RULES[DatasetEntry] = dict(
 class Settings:
     protocols: list = field(default_factory=lambda: ["linear", "knn", "nc1", "cdnv", "numerical_rank"])  # cells per (model, dataset)
     seeds: list = field(default_factory=lambda: [0])  # one cell per seed
+    protocol_seeds: dict = field(default_factory=dict)  # protocol -> its own seeds (e.g. the target's, for the noise ceiling)
     batch_size: int = 128  # feature-extraction and evaluation batch size
     num_workers: int = 0  # DataLoader workers
     target: str = "finetune"  # protocol whose accuracy proxies are correlated against in reports
@@ -232,6 +233,7 @@ class Settings:
 
 
 RULES[Settings] = dict(protocols=list_of(STRING, unique=True), seeds=list_of(integer(0), unique=True),
+                       protocol_seeds=mapping_of(STRING, list_of(integer(0), unique=True)),
                        batch_size=integer(1), num_workers=integer(0), target=STRING, layers=LAYERS,
                        token_pool=one_of("patch", "cls", "all"))
 

@@ -90,7 +90,13 @@ def plan_cells(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, tables: 
     protos = opts.protocols or dsets.settings.protocols
     for p in protos:
         P.kind_of(p, f"{dsets.path}: settings.protocols")
-    seeds = opts.seeds if opts.seeds is not None else dsets.settings.seeds
+    for p in dsets.settings.protocol_seeds:
+        P.kind_of(p, f"{dsets.path}: settings.protocol_seeds")
+
+    def seeds(p):  # --seed overrides both; a protocol named in protocol_seeds runs its own seeds
+        if opts.seeds is not None:
+            return opts.seeds
+        return dsets.settings.protocol_seeds.get(p, dsets.settings.seeds)
     tables = tables or layer_tables(opts)
     zoo_by, data_by = {m.name: m for m in zoo.models}, {d.name: d for d in dsets.datasets}
     cells = []
@@ -101,7 +107,7 @@ def plan_cells(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, tables: 
                 per_layer = P.kind_of(p) == "proxy" and not get_proxy(p).needs_source_probs
                 if per_layer and layers is None:
                     layers = cell_layers(zoo_by[m], data_by[d], dsets.settings, tables, dsets.path)[0]
-                cells += [Cell(m, d, p, int(s), lay) for lay in (layers if per_layer else [LAST]) for s in seeds]
+                cells += [Cell(m, d, p, int(s), lay) for lay in (layers if per_layer else [LAST]) for s in seeds(p)]
     return cells
 
 

@@ -88,6 +88,11 @@ def problems(zoo: ZooConfig | None, dsets: DatasetsConfig | None, models=None, d
                 P.kind_of(name, dsets.where("settings", "protocols"))
             except ConfigError as e:
                 out.append(str(e))
+        for name in dsets.settings.protocol_seeds:
+            try:
+                P.kind_of(name, dsets.where("settings", "protocol_seeds", label="settings.protocol_seeds"))
+            except ConfigError as e:
+                out.append(str(e))
         for name, hp in dsets.protocols.items():  # ranges are checked here: they need the protocol registries
             try:
                 P.check_hp(name, hp or {}, dsets.where("protocols", name),

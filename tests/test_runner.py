@@ -100,3 +100,26 @@ def test_filters_and_unknown_filter_names(grid, capsys):
     rc = main(["run", "--zoo", str(tmp / "zoo.yaml"), "--datasets", str(tmp / "d.yaml"), "--out", str(tmp / "r"),
                "--models", "mnv3"])
     assert rc == 2 and "Did you mean mnv2" in capsys.readouterr().err
+
+
+def test_protocol_seeds_give_one_protocol_its_own_seeds(tmp_path, capsys):
+    """settings.protocol_seeds: the named protocol runs its own seeds, the others settings.seeds; --seed overrides
+    both; an unknown protocol name there is a config error naming the valid ones."""
+    (tmp_path / "zoo.yaml").write_text(ZOO)
+    (tmp_path / "d.yaml").write_text(DATA.replace("  target: linear\n",
+                                                  "  target: linear\n  protocol_seeds: {knn: [0, 3, 7]}\n"))
+    zoo, dsets = load_zoo(tmp_path / "zoo.yaml"), load_datasets(tmp_path / "d.yaml")
+    cells = plan_cells(zoo, dsets, RunOptions())
+    seeds = {p: sorted({c.seed for c in cells if c.protocol == p}) for p in ("linear", "knn", "nc1")}
+    assert seeds == {"linear": [0], "knn": [0, 3, 7], "nc1": [0]}
+    assert len(cells) == 2 * 2 * (1 + 3 + 1)
+    assert {c.seed for c in plan_cells(zoo, dsets, RunOptions(seeds=[5]))} == {5}
+    (tmp_path / "bad.yaml").write_text(DATA.replace("  target: linear\n",
+                                                    "  target: linear\n  protocol_seeds: {knnn: [0, 1]}\n"))
+    rc = main(["validate", "--zoo", str(tmp_path / "zoo.yaml"), "--datasets", str(tmp_path / "bad.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "knnn" in err and "knn" in err and "protocol_seeds" in err
+    (tmp_path / "bad2.yaml").write_text(DATA.replace("  target: linear\n",
+                                                     "  target: linear\n  protocol_seeds: {knn: [0, 0]}\n"))
+    rc = main(["validate", "--zoo", str(tmp_path / "zoo.yaml"), "--datasets", str(tmp_path / "bad2.yaml")])
+    assert rc == 2 and "protocol_seeds" in capsys.readouterr().err
