@@ -153,3 +153,33 @@ def test_decide_leaves_flagged_proxies_out_and_says_when_the_test_images_disagre
     assert text[0] == "Recommendation: a by logme.logme, but linear's test images favour the runner-up b."
     assert "  left out: sfda — constant: 1 for every candidate (its best possible value)" in text
     assert "agreement: 1 of 2 usable proxies put a first (logme); linear put b first" in text[-2]
+
+
+def test_layers_all_ranks_model_layer_pairs_and_names_the_winners_layer(domain, tie, capsys):
+    """`bench rank --layers all`: every (model, layer) pair is a candidate, the recommendation names one, each
+    model's best layer by the trusted proxy is reported, and the per-image intervals at non-last layers come
+    from refits whose top-1 equals the records'."""
+    out_dir = domain / "layers"  # at 16 px: at 32 px three of mnv2's layers reach 100 % and saturate linear/kNN
+    (domain / "d16.yaml").write_text((domain / "d.yaml").read_text().replace("resolution: 32", "resolution: 16"))
+    assert main(["rank", "--zoo", str(domain / "clear.yaml"), "--datasets", str(domain / "d16.yaml"), "--dataset",
+                 "my_domain", "--proxy", "linear,knn", "--layers", "all", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(out_dir / "my_domain/rank.csv")
+    assert list(table.columns[:4]) == ["rank", "candidate", "model", "layer"]
+    layers = {m: list(g.layer) for m, g in table.groupby("model")}
+    assert set(layers) == {"mnv2", "mnv2_random"} and sorted(layers["mnv2"]) == sorted(layers["mnv2_random"])
+    assert "last" in layers["mnv2"] and len(layers["mnv2"]) >= 4
+    assert (table.candidate == table.model + "@" + table.layer).all()
+    assert table["linear.top1"].is_monotonic_decreasing  # ordered by the trusted proxy
+    dec = json.loads((out_dir / "my_domain/rank.json").read_text())
+    assert dec["per_layer"] and dec["decision"]["winner"] == table.candidate.iloc[0]
+    for m, g in table.groupby("model"):  # each model's best layer is its highest linear top-1 over its layers
+        best = dec["best_layers"][m]
+        assert best["score"] == g["linear.top1"].max() and best["layer"] in set(g.layer[g["linear.top1"] == best["score"]])
+        assert best["last"] == float(g.loc[g.layer == "last", "linear.top1"].iloc[0])
+    assert "no interval" not in out and table["linear 95% CI"].notna().all()  # refits at every layer matched
+    w_model, w_layer = table.model.iloc[0], table.layer.iloc[0]
+    assert w_model == "mnv2" and f"layer: probe or tune mnv2 at '{w_layer}'" in out
+    assert "Best layer of each model by linear.top1: mnv2" in out
+    assert (out_dir / "my_domain/mnv2" / ("linear__seed0.json" if w_layer == "last"
+                                           else f"linear@{w_layer}__seed0.json")).exists()

@@ -56,6 +56,20 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _layers_arg(s: str):
+    """'all', or a list of block indices and layer names, as a datasets.yaml `layers:` value."""
+    import argparse
+    if s.strip() == "all":
+        return "all"
+    items = [t.strip() for t in s.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"wants 'all' or comma-separated block indices/layer names, got '{s}'")
+    out = [int(t) if t.lstrip("-").isdigit() else t for t in items]
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"names a layer twice: '{s}'")
+    return out
+
+
 def add_rank_args(ap):
     ap.add_argument("--zoo", default="model_zoo.yaml")
     ap.add_argument("--dataset", required=True, help="a datasets.yaml entry name, or an ImageFolder path")
@@ -63,6 +77,10 @@ def add_rank_args(ap):
     ap.add_argument("--proxy", default=DEFAULT_RANK_PROXIES,
                     help="comma-separated proxies to compute (default: %(default)s)")
     ap.add_argument("--resolution", type=int, default=None, help="input resolution for a folder dataset")
+    ap.add_argument("--layers", type=_layers_arg, default=None,
+                    help="rank (model, layer) pairs: 'all', or comma-separated block indices (negative from the end) "
+                         "and layer names ('last': the penultimate features); default: the dataset's layers "
+                         "setting ('last': models only)")
     ap.add_argument("--out", default="bench_rank",
                     help="where this ranking goes: its records, rank.csv and rank.json in OUT/<dataset>/, the "
                          "feature cache in OUT/.cache (default: ./bench_rank)")

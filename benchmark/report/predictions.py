@@ -15,26 +15,32 @@ from ..proxies.knn import knn_predict
 from ..proxies.linear import Problem, _standardise, predict, standardisation
 
 
-def _linear(ctx, seed, train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
+def _linear(ctx, seed, train, val, test, hp: dict, chosen: dict, layer: str = "last") -> torch.Tensor:
     """The linear proxy's test path (proxies/linear.py): train+val standardised with their own statistics, the fit
     at the recorded wd warm-started from the train-only solution at that wd, argmax on test. That solution is the
     head the proxy cell saved for LP-FT (raw-feature space: unfolded here with the train statistics); from zero
-    instead, a weak wd on separable features takes thousands of L-BFGS steps to the same optimum."""
+    instead, a weak wd on separable features takes many more steps to the same optimum. Other layers keep no head
+    (LP-FT starts from the penultimate one): their refit starts from zero, and the top-1 check below holds it to
+    the record's."""
     (tx, ty), (vx, vy), (ex, ey) = train, val, test
-    w_raw, b_raw = (t.to(tx.device, torch.float32) for t in ctx.linear_head(seed))
     full_x, full_y, ex = torch.cat([tx, vx]).float(), torch.cat([ty, vy]), ex.float()
-    start = (w_raw, b_raw)
+    start = None
+    if layer == "last":
+        w_raw, b_raw = (t.to(tx.device, torch.float32) for t in ctx.linear_head(seed))
+        start = (w_raw, b_raw)
+        if hp.get("standardize", True):
+            mean, std = standardisation(tx.float())
+            start = (w_raw * std, b_raw + w_raw @ mean)  # raw_head's fold undone: the proxy's standardised w_best
     if hp.get("standardize", True):
-        mean, std = standardisation(tx.float())
-        start = (w_raw * std, b_raw + w_raw @ mean)  # raw_head's fold undone: the proxy's standardised w_best
         _, _, full_x, ex = _standardise(full_x, ex)
     k = int(max(full_y.max(), ey.max())) + 1
     prob = Problem(full_x, full_y, k)
-    params, _ = prob.fit(float(chosen["wd"]), prob.rotate(start), hp.get("max_iter", 10000), hp.get("tol", 1e-6))
+    params, _ = prob.fit(float(chosen["wd"]), None if start is None else prob.rotate(start),
+                         hp.get("max_iter", 10000), hp.get("tol", 1e-6))
     return predict(prob.unrotate(params, torch.float64), ex.double())
 
 
-def _knn(ctx, seed, train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
+def _knn(ctx, seed, train, val, test, hp: dict, chosen: dict, layer: str = "last") -> torch.Tensor:
     """The kNN proxy exactly (proxies/knn.py): train+val as the memory bank, the recorded k and temperature."""
     (tx, ty), (vx, vy), (ex, ey) = train, val, test
     bank_x, bank_y = torch.cat([tx, vx]), torch.cat([ty, vy])
@@ -48,13 +54,14 @@ def _knn(ctx, seed, train, val, test, hp: dict, chosen: dict) -> torch.Tensor:
 PREDICTORS = {"linear": _linear, "knn": _knn}
 
 
-def correctness(ctx, proxy: str, seed: int, record: dict, hp: dict, device) -> tuple[np.ndarray | None, str]:
-    """(per-test-image 0/1 correctness of `proxy` for ctx's model, or None; why None). `ctx` is the runner's
-    GroupContext of that (model, dataset): features come from its cache, as the proxy cell read them."""
-    train = ctx.proxy_train(seed, device)
-    val = tuple(t.to(device) for t in ctx.features("val"))
-    test = tuple(t.to(device) for t in ctx.features("test"))
-    pred = PREDICTORS[proxy](ctx, seed, train, val, test, hp, record.get("hyperparameters") or {})
+def correctness(ctx, proxy: str, seed: int, record: dict, hp: dict, device, layer: str = "last"
+                ) -> tuple[np.ndarray | None, str]:
+    """(per-test-image 0/1 correctness of `proxy` for ctx's model at `layer`, or None; why None). `ctx` is the
+    runner's GroupContext of that (model, dataset): features come from its cache, as the proxy cell read them."""
+    train = ctx.proxy_train(seed, device, layer)
+    val = tuple(t.to(device) for t in ctx.features("val", layer=layer))
+    test = tuple(t.to(device) for t in ctx.features("test", layer=layer))
+    pred = PREDICTORS[proxy](ctx, seed, train, val, test, hp, record.get("hyperparameters") or {}, layer)
     correct = (pred == test[1]).cpu().numpy().astype(np.float64)
     recorded = (record.get("metrics") or {}).get("top1")
     if recorded is None or not np.isclose(100.0 * correct.mean(), recorded, rtol=0, atol=1e-9):
