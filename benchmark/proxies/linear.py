@@ -39,18 +39,39 @@ def predict(params, x, dtype=None):
 STD_FLOOR = 0.01  # of the mean channel std
 
 
-def standardisation(x):
-    """(mean, std) per channel, std floored at 1% of the mean channel std: a near-constant channel (dead ReLUs
-    are common at low resolution) would otherwise be blown up to unit variance, making the probe fit noise and
-    the raw-feature head it hands to LP-FT huge (seen: |W| = 314 at 32 px, and LP-FT collapsing)."""
-    mean, std = x.mean(0), x.std(0)
-    return mean, std.clamp_min(STD_FLOOR * std.mean().item() + 1e-12)
+def standardisation(*parts):
+    """(mean, std) per channel over the rows of all `parts` (train, or train and val for the refit; never
+    concatenated), in float64 over row chunks (two passes), returned in float32; std is the unbiased one, floored
+    at 1% of the mean channel std: a near-constant channel (dead ReLUs are common at low resolution) would
+    otherwise be blown up to unit variance, making the probe fit noise and the raw-feature head it hands to LP-FT
+    huge (seen: |W| = 314 at 32 px, and LP-FT collapsing)."""
+    n, dim, dev = sum(len(t) for t in parts), parts[0].shape[1], parts[0].device
+    rows = max(1, CHUNK_BYTES // (8 * dim))
+    total = torch.zeros(dim, dtype=torch.float64, device=dev)
+    for t in parts:
+        for i in range(0, len(t), rows):
+            total += t[i:i + rows].sum(0, dtype=torch.float64)
+    mean = total / n
+    sq = torch.zeros_like(mean)
+    for t in parts:
+        for i in range(0, len(t), rows):
+            sq += (t[i:i + rows].double() - mean).square_().sum(0)
+    std = (sq / max(n - 1, 1)).sqrt_()
+    return mean.float(), std.clamp_min(STD_FLOOR * std.mean().item() + 1e-12).float()
 
 
 def _standardise(fit_x, *others):
-    """(mean, std, fit_x and others standardised with fit_x's statistics)."""
+    """(mean, std, fit_x and others standardised with fit_x's statistics): explicit copies, for tests and
+    benchmarks; the proxy itself standardises chunk by chunk inside Problem."""
     mean, std = standardisation(fit_x)
     return (mean, std, *[(t - mean) / std for t in (fit_x, *others)])
+
+
+def raw_predict(params, mean, std, x):
+    """Predicted classes of rotated-back params (W [K, D], b) that act on standardised features, on raw `x`: the
+    standardisation folded into the head in float64 (no standardised copy of x)."""
+    W, b = params
+    return predict(raw_head((W.double(), b.double()), mean.double(), std.double()), x, torch.float64)
 
 
 def raw_head(params, mean, std):
@@ -76,37 +97,38 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         keep, carved = torch.as_tensor(keep), torch.as_tensor(carved)
         train_x, train_y, val_x, val_y = train_x[keep], train_y[keep], train_x[carved], train_y[carved]
     k = int(max(train_y.max(), val_y.max(), -1 if test_y is None else test_y.max())) + 1
-    tx, vx = train_x.float(), val_x.float()
+    # Features stay as the caller holds them (float32 from the cache): standardisation is applied chunk by chunk
+    # inside Problem and folded into the head for predictions, so no copy of train, val or test is ever made.
+    tx = train_x if train_x.dtype == torch.float32 else train_x.float()
+    vx = val_x if val_x.dtype == torch.float32 else val_x.float()
     mean = torch.zeros(tx.shape[1], device=tx.device)
     std = torch.ones_like(mean)
     if standardize:
-        mean, std, tx, vx = _standardise(tx, vx)
+        mean, std = standardisation(tx)
     # Strongest regularisation first: each solution warm-starts the next, weaker one.
     sweep = sorted(wds if wds is not None else default_wds(n_wd, wd_min, wd_max), reverse=True)
-    prob = Problem(tx, train_y, k)
+    prob = Problem(tx, train_y, k, **(dict(shift=mean, scale=std) if standardize else {}))
     best, curve, unsolved = None, [], 0
     for wd, params, ok in prob.sweep(sweep, max_iter, tol):
         unsolved += not ok
-        acc = 100.0 * (predict(prob.unrotate(params, torch.float64), vx, torch.float64) == val_y).double().mean().item()
+        acc = 100.0 * (raw_predict(prob.unrotate(params, torch.float64), mean, std, vx) == val_y).double().mean().item()
         curve.append(acc)
         if best is None or acc > best[1]:
             best = (wd, acc, params)
     wd, val_acc, w_best = best
     out = {"wd": wd, "val_top1": val_acc, "n_wd": len(sweep), "val_curve": curve, "tol": tol, "solver": SOLVER}
-    w_best = prob.unrotate(w_best, tx.dtype)
+    w_best = prob.unrotate(w_best, torch.float32)
+    del prob  # its float64 buffers before the refit builds its own
     if test_x is not None:
-        full_x, full_y = torch.cat([train_x, val_x]).float(), torch.cat([train_y, val_y])
-        ex = test_x.float()
-        start = w_best
-        if standardize:
-            mean2, std2, full_x, ex = _standardise(full_x, ex)
-            # The train solution re-expressed for the new standardisation: the same raw-feature head.
-            W, b = raw_head(w_best, mean, std)
-            start = (W * std2, b + W @ mean2)
-        full = Problem(full_x, full_y, k)
+        full_y = torch.cat([train_y, val_y])
+        mean2, std2 = standardisation(tx, vx) if standardize else (mean, std)
+        # The train solution re-expressed for the new standardisation: the same raw-feature head.
+        W, b = raw_head(w_best, mean, std)
+        start = (W * std2, b + W @ mean2)
+        full = Problem([tx, vx], full_y, k, **(dict(shift=mean2, scale=std2) if standardize else {}))
         params, ok = full.fit(wd, full.rotate(start), max_iter, tol)
         unsolved += not ok
-        out.update(accuracies(predict(full.unrotate(params, torch.float64), ex, torch.float64), test_y))
+        out.update(accuracies(raw_predict(full.unrotate(params, torch.float64), mean2, std2, test_x), test_y))
     out["unconverged_fits"] = unsolved  # fits stopped by max_iter or float64's floor before reaching tol
     # The train-only solution at the chosen wd (no validation images in it), for LP-FT's head.
     out["head"] = raw_head(w_best, mean, std)

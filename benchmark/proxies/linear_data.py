@@ -3,7 +3,8 @@
 
 Small problems keep one float64 copy of the features rotated into the eigenbasis (`copy_bytes`): the products then
 run in the (possibly fewer) kept directions. Large ones never copy the features as a whole: each pass streams
-row chunks of the caller's (float32) tensor, upcast chunk by chunk, and rotates the K x D weights instead
+row chunks of the caller's (float32) tensors, upcast and standardised chunk by chunk, and rotates the K x D weights
+instead
 (W_raw = W·Qᵀ, a K·D·d product per pass, small beside N·D·K when N ≫ D). Float64 products of float32 values are
 exact, so both storages compute the same objective up to summation order.
 """
@@ -37,10 +38,17 @@ def _gib(b: float) -> str:
 
 
 class Features:
-    def __init__(self, x, y, k, *, copy_bytes=None, chunk_bytes=None):
+    """`x`: one feature tensor or a list of row blocks (train and val for the refit: never concatenated); `shift`
+    and `scale` ([D]): the standardisation (x - shift) / scale, applied chunk by chunk in float64, so standardised
+    features are never materialised either."""
+
+    def __init__(self, x, y, k, *, shift=None, scale=None, copy_bytes=None, chunk_bytes=None):
         copy_bytes = COPY_BYTES if copy_bytes is None else copy_bytes
-        self.n, dim = x.shape
-        self.k, self.y, dev = k, y, x.device
+        self.parts = list(x) if isinstance(x, (list, tuple)) else [x]
+        self.n, dim = sum(len(t) for t in self.parts), self.parts[0].shape[1]
+        self.k, self.y, dev = k, y, self.parts[0].device
+        self.shift = None if shift is None else shift.to(dev, torch.float64)
+        self.scale = None if scale is None else scale.to(dev, torch.float64)
         if chunk_bytes is None:
             chunk_bytes = CHUNK_BYTES_CUDA if dev.type == "cuda" else CHUNK_BYTES
         self.resident = self.n * dim * 8 <= copy_bytes
@@ -52,12 +60,13 @@ class Features:
                 + (self.n * dim * 8 if self.resident else 0))
         free = available_bytes(dev)
         if free is not None and need > free:
+            held = sum(t.numel() * t.element_size() for t in self.parts)
             raise CellError(f"linear probe: N x D x K = {self.n:,} x {dim:,} x {k:,} needs {_gib(need)} on {dev} "
-                            f"besides the features ({_gib(x.numel() * x.element_size())}), only {_gib(free)} is "
+                            f"besides the features ({_gib(held)}), only {_gib(free)} is "
                             f"free; use fewer samples or a device with more memory")
+        self.stream_rows = rows
         gram = torch.zeros(dim, dim, dtype=torch.float64, device=dev)
-        for i in range(0, self.n, self.rows):
-            xc = x[i:i + self.rows].double()
+        for _, xc in self._raw_chunks():
             gram.addmm_(xc.T, xc)
         gram /= self.n
         try:
@@ -72,12 +81,29 @@ class Features:
         keep = lam > lam[-1] * dim * torch.finfo(torch.float64).eps
         self.lam, self.q = lam[keep].contiguous(), q[:, keep].contiguous()
         self.d = int(keep.sum())
-        self.x = x.double() @ self.q if self.resident else x
+        self.x = torch.cat([xc @ self.q for _, xc in self._raw_chunks()]) if self.resident else None
         self.p = torch.empty(self.n, k, dtype=torch.float64, device=dev)
 
+    def _raw_chunks(self):
+        """(first row, float64 standardised rows) over the parts, at most stream_rows rows per chunk."""
+        start = 0
+        for part in self.parts:
+            for i in range(0, len(part), self.stream_rows):
+                xc = part[i:i + self.stream_rows]
+                if self.shift is None:
+                    xc = xc.double()
+                else:  # a fresh float64 buffer (never the caller's tensor), standardised in place
+                    xc = xc.to(torch.float64, copy=True).sub_(self.shift).div_(self.scale)
+                yield start + i, xc
+            start += len(part)
+
     def _chunks(self):
+        if not self.resident:
+            for i, xc in self._raw_chunks():
+                yield i, xc, self.y[i:i + len(xc)]
+            return
         for i in range(0, self.n, self.rows):
-            yield i, self.x[i:i + self.rows].double(), self.y[i:i + self.rows]
+            yield i, self.x[i:i + self.rows], self.y[i:i + self.rows]
 
     def _in(self, W):  # rotated weights -> those that act on the stored features
         return W if self.resident else W @ self.q.T

@@ -22,8 +22,8 @@ class Problem:
     reductions were measured not to change with the thread count (float32's did under MKL).
     """
 
-    def __init__(self, x, y, n_classes, *, copy_bytes=None, chunk_bytes=None):
-        self.data = Features(x, y, n_classes, copy_bytes=copy_bytes, chunk_bytes=chunk_bytes)
+    def __init__(self, x, y, n_classes, *, shift=None, scale=None, copy_bytes=None, chunk_bytes=None):
+        self.data = Features(x, y, n_classes, shift=shift, scale=scale, copy_bytes=copy_bytes, chunk_bytes=chunk_bytes)
         self.n, self.k, self.d = self.data.n, n_classes, self.data.d
         self.lam, self.q = self.data.lam, self.data.q
         self.radius = None  # the trust region's radius where the last fit ended (the next fit's first)

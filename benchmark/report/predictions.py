@@ -12,32 +12,31 @@ import numpy as np
 import torch
 
 from ..proxies.knn import knn_predict
-from ..proxies.linear import Problem, _standardise, predict, standardisation
+from ..proxies.linear import Problem, raw_predict, standardisation
 
 
 def _linear(ctx, seed, train, val, test, hp: dict, chosen: dict, layer: str = "last") -> torch.Tensor:
     """The linear proxy's test path (proxies/linear.py): train+val standardised with their own statistics, the fit
     at the recorded wd warm-started from the train-only solution at that wd, argmax on test. That solution is the
-    head the proxy cell saved for LP-FT (raw-feature space: unfolded here with the train statistics); from zero
+    head the proxy cell saved for LP-FT (raw-feature space: re-expressed in train+val's standardisation); from zero
     instead, a weak wd on separable features takes many more steps to the same optimum. Other layers keep no head
     (LP-FT starts from the penultimate one): their refit starts from zero, and the top-1 check below holds it to
     the record's."""
     (tx, ty), (vx, vy), (ex, ey) = train, val, test
-    full_x, full_y, ex = torch.cat([tx, vx]).float(), torch.cat([ty, vy]), ex.float()
+    tx, vx, full_y = tx.float(), vx.float(), torch.cat([ty, vy])
+    std_on = hp.get("standardize", True)
+    mean = torch.zeros(tx.shape[1], device=tx.device)
+    std = torch.ones_like(mean)
+    mean2, std2 = (standardisation(tx, vx) if std_on else (mean, std))
     start = None
     if layer == "last":
         w_raw, b_raw = (t.to(tx.device, torch.float32) for t in ctx.linear_head(seed))
-        start = (w_raw, b_raw)
-        if hp.get("standardize", True):
-            mean, std = standardisation(tx.float())
-            start = (w_raw * std, b_raw + w_raw @ mean)  # raw_head's fold undone: the proxy's standardised w_best
-    if hp.get("standardize", True):
-        _, _, full_x, ex = _standardise(full_x, ex)
+        start = (w_raw * std2, b_raw + w_raw @ mean2)  # the raw-feature head in train+val's standardisation
     k = int(max(full_y.max(), ey.max())) + 1
-    prob = Problem(full_x, full_y, k)
+    prob = Problem([tx, vx], full_y, k, **(dict(shift=mean2, scale=std2) if std_on else {}))
     params, _ = prob.fit(float(chosen["wd"]), None if start is None else prob.rotate(start),
                          hp.get("max_iter", 10000), hp.get("tol", 1e-6))
-    return predict(prob.unrotate(params, torch.float64), ex.double())
+    return raw_predict(prob.unrotate(params, torch.float64), mean2, std2, ex)
 
 
 def _knn(ctx, seed, train, val, test, hp: dict, chosen: dict, layer: str = "last") -> torch.Tensor:
