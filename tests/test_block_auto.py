@@ -102,3 +102,37 @@ datasets:
     assert f"trained block {choice['block']} of 6" in " ".join(rec["training"]["notes"])
     nc1 = rec["diagnostics"]["layer_nc1"]
     assert len(nc1["trained"]) == 6 and nc1["pretrained"] == pytest.approx(list(scores.values()), rel=1e-4)
+
+
+def test_layer_ft_block_sweep_feeds_the_reports_block_choice_table(tmp_path):
+    """A Layer-FT cell sweeping `block` records the block of every sweep point (0 resolved to the default) and
+    which layer names each block's output is; `bench report` on it and per-layer proxy records writes
+    layers_block_choice.csv with each proxy's pick mapped to a block."""
+    import json
+    import pandas as pd
+    from benchmark.cli import main
+    (tmp_path / "zoo.yaml").write_text("models:\n  - name: r10\n    timm: resnet10t\n    pretrained: false\n")
+    (tmp_path / "d.yaml").write_text("""\
+settings: {protocols: [nc1, knn, layer_ft], batch_size: 32, target: layer_ft, layers: all}
+protocols:
+  layer_ft: {block: [0, 1, 2, 4], epochs: 1, lr: 0.01, batch_size: 16}
+datasets:
+  - {name: digits, packaged: digits, resolution: 32, max_train_per_class: 4, max_test_per_class: 2}
+""")
+    out = tmp_path / "r"
+    assert main(["run", "--zoo", str(tmp_path / "zoo.yaml"), "--datasets", str(tmp_path / "d.yaml"),
+                 "--out", str(out)]) == 0
+    rec = json.loads((out / "digits" / "r10" / "layer_ft__seed0.json").read_text())
+    assert rec["training"]["block_layers"] == [["layer1.0", "layer1"], ["layer2.0", "layer2"],
+                                               ["layer3.0", "layer3"], ["layer4.0", "layer4"]]
+    assert sorted(p["hp"]["block"] for p in rec["training"]["sweep"]) == [1, 2, 3, 4]  # 0: the default, block 3
+    assert main(["report", "--results", str(out), "--out", str(tmp_path / "rep"), "--target", "layer_ft",
+                 "--no-figures"]) == 0
+    table = pd.read_csv(tmp_path / "rep" / "layers_block_choice.csv")
+    assert set(table.proxy) == {"nc1", "knn"} and (table.blocks_swept == 4).all()
+    best = pd.read_csv(tmp_path / "rep" / "layers_best.csv").set_index("proxy")
+    for r in table.itertuples():
+        layer = best.loc[r.proxy, "best_layer"]
+        expect = {"layer1": 1, "layer2": 2, "layer3": 3, "layer4": 4, "last": 4}.get(layer)
+        assert (pd.isna(r.proxy_block) and expect is None) or r.proxy_block == expect
+    assert "Each proxy's best layer as the block to tune" in (tmp_path / "rep" / "README.md").read_text()

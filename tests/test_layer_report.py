@@ -66,3 +66,34 @@ def test_trained_layer_nc1_from_records(tmp_path):
     assert t.block.tolist() == [1, 2, 3] and t.nc1.tolist() == [3.0, 1.0, 0.2] and set(t.tuned_block) == {2}
     figs, lines = layer_report(tmp_path, pd.DataFrame(columns=["layer"]), {}, {}, results=tmp_path)
     assert figs == ["layers_trained_nc1_d.png"] and (tmp_path / "layers_trained_nc1.csv").exists()
+
+
+def test_block_choice_from_planted_layer_ft_records(tmp_path):
+    """Each proxy's best layer mapped to the Layer-FT block that ends there, against the best swept block: a
+    proxy picking the best block has regret 0, one picking a worse swept block loses the planted difference, a
+    pick no block ends (a stem layer) has no block."""
+    import json
+    from benchmark.report.block_choice import block_choice_summary, block_choice_table, block_sweeps, layer_to_block
+    blocks = [["layer1.0"], ["layer1.1", "layer1"], ["layer2.0"], ["layer2.1", "layer2"]]
+    assert [layer_to_block(x, blocks) for x in ("layer1", "layer2.0", "last", "act1")] == [2, 3, 4, None]
+    val = {0: {2: 60.0, 4: 80.0}, 1: {2: 62.0, 4: 78.0}}  # block 4 best on the seed mean (79 vs 61)
+    for seed, per in val.items():
+        sweep = [{"hp": {"lr": lr, "wd": 1e-5, "block": b}, "val_top1": v - (lr == 0.1)}
+                 for b, v in per.items() for lr in (0.1, 0.01)]
+        sweep.append({"hp": {"lr": 1.0, "wd": 1e-5, "block": 2}, "val_top1": float("-inf"), "diverged": True})
+        rec = {"model": "r", "dataset": "d", "protocol": "layer_ft", "seed": seed, "status": "ok", "metrics": {"top1": 1},
+               "training": {"sweep": sweep, "block_layers": blocks}}
+        (tmp_path / "d" / "r").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / "r" / f"layer_ft__seed{seed}.json").write_text(json.dumps(rec))
+    sweeps, layers = block_sweeps(tmp_path)
+    assert len(sweeps) == 4 and layers[("d", "r")] == blocks
+    best = pd.DataFrame([{"dataset": "d", "model": "r", "proxy": p, "best_layer": lay}
+                         for p, lay in (("nc1", "layer2"), ("knn", "layer1"), ("cdnv", "act1"), ("linear", "last"))])
+    table = block_choice_table(best, sweeps, layers).set_index("proxy")
+    assert (table.best_block == 4).all() and table.val_at_best.iloc[0] == pytest.approx(79.0)
+    assert table.loc["nc1", "proxy_block"] == 4 and table.loc["nc1", "regret"] == 0 and table.loc["nc1", "hit"]
+    assert table.loc["linear", "proxy_block"] == 4 and table.loc["linear", "hit"]
+    assert table.loc["knn", "proxy_block"] == 2 and table.loc["knn", "regret"] == pytest.approx(18.0)
+    assert pd.isna(table.loc["cdnv", "proxy_block"]) and pd.isna(table.loc["cdnv", "regret"])
+    summary = block_choice_summary(table.reset_index()).set_index("proxy")
+    assert summary.loc["nc1", "hits"] == 1 and summary.loc["knn", "mean_regret"] == pytest.approx(18.0)

@@ -241,7 +241,8 @@ def trained_figure(table: pd.DataFrame, dataset: str, path) -> None:
 
 
 def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bool = True, results=None):
-    """Writes layers_means.csv, layers_best.csv, layers_nc1_accuracy.csv, layers_nc1_depth.csv and the figures;
+    """Writes layers_means.csv, layers_best.csv, layers_nc1_accuracy.csv, layers_nc1_depth.csv, with Layer-FT /
+    SCL-FT block sweeps layers_block_choice.csv, and the figures;
     returns (figure file names, README section lines). Nothing when no record has a layer other than 'last'."""
     from .tables import to_markdown
     figs, lines = [], []
@@ -280,6 +281,14 @@ def layer_report(out, long: pd.DataFrame, primary: dict, meta: dict, figures: bo
              "Best layer per (model, dataset) by each proxy; `linear_regret`: linear-probe points lost by probing "
              "the proxy's pick instead of the best layer:", "",
              to_markdown(best.drop(columns=["best_depth"])), ""]
+    if results is not None:
+        from .block_choice import block_choice_summary, block_choice_table, block_sweeps
+        choice = block_choice_table(best, *block_sweeps(results))
+        if not choice.empty:
+            choice.to_csv(out / "layers_block_choice.csv", index=False)
+            lines += ["Each proxy's best layer as the block to tune (Layer-FT / SCL-FT cells that swept `block`; "
+                      "`regret`: validation points lost by tuning the pick instead of the best swept block; "
+                      "`layers_block_choice.csv` per model):", "", to_markdown(block_choice_summary(choice)), ""]
     return figs, lines
 
 

@@ -72,6 +72,24 @@ def open_checkpoints(ckdir: Path, config_hash: str, log=print) -> None:
         write_text(marker, config_hash)
 
 
+def block_layers(backbone) -> list[list[str]]:
+    """Per Layer-FT block (1-based position k-1): the module names whose output is that block's output, to match
+    against the layer names of per-layer proxy records (`bench report`'s block-choice table): the block's own
+    qualified name, and its parent's when it is the parent's last child (ResNet: 'layer3.1' is also 'layer3')."""
+    from .surgery import blocks_of
+    names = {id(m): n for n, m in backbone.named_modules()}
+    mods = dict(backbone.named_modules())
+    out = []
+    for block in blocks_of(backbone)[0]:
+        name = names[id(block)]
+        both = [name]
+        parent = name.rsplit(".", 1)[0] if "." in name else None
+        if parent in mods and list(mods[parent].children())[-1] is block:
+            both.append(parent)
+        out.append(both)
+    return out
+
+
 def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path: Path):
     proto = PROTOCOLS.get(cell.protocol)
     hp = {**proto.defaults, **{k: v for k, v in overrides.items() if k != "diagnostics"}}  # a list, not a sweep
@@ -148,6 +166,9 @@ def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path:
             (ckdir / f"{key}.pt").unlink(missing_ok=True)
         point = {"hp": {k: combo[k] for k in combo if k in ("lr", "wd", "lr_backbone", "lr_head")},
                  "val_top1": result["val_top1"], **({"diverged": True} if "diverged" in result else {})}
+        if "block" in combo:  # Layer-FT / SCL-FT: the block this point tuned (0, the default, resolved)
+            from .surgery import blocks_of
+            point["hp"]["block"] = int(combo["block"] or blocks_of(pristine)[2])
         if point not in sweep:  # DAFT's second stage revisits the first stage's winner
             sweep.append(point)
         return result
@@ -193,7 +214,8 @@ def run_training_cell(ctx, cell, overrides: dict, config_hash: str, record_path:
                           "images_per_s": best["images_per_s"], "notes": best["notes"] + notes,
                           "precision": best.get("precision"), "compile_s": best.get("compile_s"),
                           **{k: best[k] for k in ("trained_backbone_params", "backbone_params",
-                                                  "trained_fraction_backbone", "trained_params_total")}},
+                                                  "trained_fraction_backbone", "trained_params_total")},
+                          **({"block_layers": block_layers(pristine)} if "block" in best["hp"] else {})},
              "diagnostics": diag, "warnings": training_warnings(best, val_ds.labels),
              **({"block_choice": block_choice} if block_choice else {}),
              "images_processed": sum(r.get("images", 0) for r in progress["done"].values())}
