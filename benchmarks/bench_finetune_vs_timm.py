@@ -159,10 +159,16 @@ def describe(x) -> str:
 
 
 def compare(ours, ref) -> dict:
+    """Welch's t-test on the means; on the spreads, the two-sided F test of the variance ratio (exact under
+    normality) and Brown-Forsythe's Levene test (median-centred, robust to outlying seeds)."""
     p = stats.ttest_ind(ours, ref, equal_var=False).pvalue
     sd_o, sd_r = np.std(ours, ddof=1), np.std(ref, ddof=1)
+    f = (sd_o / sd_r) ** 2 if sd_r > 0 else float("inf")
+    dfo, dfr = len(ours) - 1, len(ref) - 1
+    f_p = float(min(1.0, 2 * min(stats.f.cdf(f, dfo, dfr), stats.f.sf(f, dfo, dfr))))
     return {"welch_p": float(p), "spread_ratio": float(sd_o / sd_r) if sd_r > 0 else float("inf"),
-            "mean_gap_in_ref_sd": float((np.mean(ours) - np.mean(ref)) / sd_r) if sd_r > 0 else float("inf")}
+            "mean_gap_in_ref_sd": float((np.mean(ours) - np.mean(ref)) / sd_r) if sd_r > 0 else float("inf"),
+            "f_p": f_p, "levene_p": float(stats.levene(ours, ref, center="median").pvalue)}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -232,8 +238,8 @@ def main():
     with ThreadPoolExecutor(args.jobs) as pool:
         done.update(dict(pool.map(work, todo)))
     for package, dataset in pairs:
-        ref = None if args.no_timm else [done[json.dumps(["timm", package, args.train_interpolation, s])]
-                                         for s in seeds]
+        ref = [done.get(json.dumps(["timm", package, args.train_interpolation, s])) for s in seeds]
+        ref = ref if all(r is not None for r in ref) else None  # --no-timm: timm's earlier runs, when all exist
         if ref:
             print(f"{package} on {dataset}, timm train.py: {describe(ref)}")
         for name, ov in variants:
@@ -241,8 +247,9 @@ def main():
             line = f"{package} on {dataset}, bench finetune [{name}]: {describe(ours)}"
             if ref:
                 c = compare(ours, ref)
-                line += (f"; Welch p {c['welch_p']:.3f}, spread ratio {c['spread_ratio']:.2f}, "
-                         f"mean gap {c['mean_gap_in_ref_sd']:+.2f} timm sd")
+                line += (f"; Welch p {c['welch_p']:.3f}, spread ratio {c['spread_ratio']:.2f} (F test p "
+                         f"{c['f_p']:.2f}, Levene p {c['levene_p']:.2f}), mean gap {c['mean_gap_in_ref_sd']:+.2f} "
+                         f"timm sd")
             print(line)
     print(f"load at the end: {os.getloadavg()}")
 
