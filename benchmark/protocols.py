@@ -83,3 +83,24 @@ def check_hp(name: str, hp: dict, where: str, key_where: Callable[[str], str] | 
     if "diagnostics" in hp:
         from .training.transfer import check_names
         check_names(hp["diagnostics"], f"{where}.diagnostics")
+
+
+def defaults_of(name: str) -> dict:
+    """Every hyperparameter's default for a protocol, as the code has it now (JSON-normalised, so it compares
+    with the copy a record keeps)."""
+    import json
+    raw = proxy_hp_defaults(name) if kind_of(name) == "proxy" else dict(training_protocols().get(name).defaults)
+    return json.loads(json.dumps(raw, sort_keys=True, default=str))
+
+
+def changed_defaults(record: dict, name: str, user_hp: dict) -> list[str]:
+    """'key: old -> new' for each default the record was computed under that the code has changed since, for the
+    hyperparameters the config leaves unset (those it sets are in the config hash). Records made before defaults
+    were kept compare as unchanged: they cannot tell."""
+    old = record.get("defaults")
+    if not isinstance(old, dict):
+        return []
+    now = defaults_of(name)
+    return [f"{k}: {old.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}" for k in sorted(set(old) | set(now))
+            if k not in user_hp and old.get(k, "(absent)") != now.get(k, "(absent)")]
+

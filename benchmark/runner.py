@@ -29,7 +29,8 @@ from .locks import CellLock, claimed
 from .seeding import cell_seed, seed_everything
 from .models import load_model
 from .proxies import get_proxy
-from .records import STATUS_ERROR, STATUS_NA, STATUS_OK, is_done, provenance, record_path, write_record
+from .records import (STATUS_ERROR, STATUS_NA, STATUS_OK, is_done, provenance, read_record, record_path,
+                      write_record)
 
 
 @dataclass
@@ -462,7 +463,7 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
         if not lock.acquire():
             return False
         try:
-            if not force and is_done(path, h):  # finished by another run while we were busy
+            if not force and valid(c, path, h):  # finished by another run while we were busy
                 summary.skipped += 1
                 return True
             run_one(context(c), c, cfg, h, path, hps[c.protocol], opts, summary, log)
@@ -470,13 +471,23 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
             lock.release()
         return True
 
+    def valid(c, path, h) -> bool:
+        """A finished record of this config, computed under the protocol defaults the code has now (a record
+        made under a default changed since is recomputed, said in one line)."""
+        if not is_done(path, h):
+            return False
+        changed = P.changed_defaults(read_record(path) or {}, c.protocol, hps[c.protocol])
+        if changed:
+            log(f"[stale] {_label(c)}: computed under older defaults ({'; '.join(changed)}); recomputing")
+        return not changed
+
     busy = []
     for (model_name, data_name), group in mine:
         for c in group:
             cfg = cell_config(zoo, dsets, c, identities.get(c.dataset))
             path = record_path(opts.out, c.model, c.dataset, c.protocol, c.seed, c.layer)
             h = stable_hash(cfg)
-            if not opts.force and is_done(path, h):
+            if not opts.force and valid(c, path, h):
                 summary.skipped += 1
                 tidy_finished_cell(path)  # a claim or checkpoint folder a kill left on a finished cell
             elif not claim_and_run(c, cfg, h, path, opts.force):
@@ -486,7 +497,7 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
                     f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
     # Cells another run held: look again before exiting, and take over those whose owner has died since.
     for c, cfg, h, path in busy:
-        if is_done(path, h):
+        if valid(c, path, h):
             summary.skipped += 1
         elif claim_and_run(c, cfg, h, path, force=False):
             log(f"        took over {_label(c)} from a run that ended")
@@ -501,7 +512,7 @@ def run_one(ctx, c: Cell, cfg: dict, h: str, path: Path, hp: dict, opts, summary
     ctx.costs = new_costs()
     t0 = time.perf_counter()
     record = {"model": c.model, "dataset": c.dataset, "protocol": c.protocol, "seed": c.seed, "layer": c.layer,
-              "config": cfg, "config_hash": h}
+              "config": cfg, "config_hash": h, "defaults": P.defaults_of(c.protocol)}
     try:
         metrics, chosen, extra = run_cell(ctx, c, hp, h, path)
         check_finite(c, metrics, ctx.memo.get(("feature_health", "train", c.layer)))

@@ -123,3 +123,28 @@ def test_protocol_seeds_give_one_protocol_its_own_seeds(tmp_path, capsys):
                                                      "  target: linear\n  protocol_seeds: {knn: [0, 0]}\n"))
     rc = main(["validate", "--zoo", str(tmp_path / "zoo.yaml"), "--datasets", str(tmp_path / "bad2.yaml")])
     assert rc == 2 and "protocol_seeds" in capsys.readouterr().err
+
+
+def test_a_record_made_under_a_changed_default_is_recomputed(grid):
+    """Records keep the protocol defaults they were computed under; when the code's default has changed since
+    (planted by editing the record) and the config leaves that hyperparameter unset, the next run recomputes the
+    cell and says why; a record without stored defaults (older) and one whose changed key the config sets stay."""
+    zoo, dsets, tmp = grid
+    logs = []
+    opts = RunOptions(out=str(tmp / "r"), protocols=["knn", "linear"], datasets=["digits"], models=["mnv2"])
+    assert run_grid(zoo, dsets, opts, log=lambda *_: None).ok == 2
+    knn_path = tmp / "r" / "digits" / "mnv2" / "knn__seed0.json"
+    lin_path = tmp / "r" / "digits" / "mnv2" / "linear__seed0.json"
+    knn, lin = json.loads(knn_path.read_text()), json.loads(lin_path.read_text())
+    assert knn["defaults"]["k"] == 20 and lin["defaults"]["n_wd"] == 45
+    knn["defaults"]["k"] = 10  # as if the default had been 10 when this record was made
+    lin["defaults"]["n_wd"] = 30  # linear's n_wd is set in the config (5): its default does not matter
+    knn_path.write_text(json.dumps(knn))
+    lin_path.write_text(json.dumps(lin))
+    again = run_grid(zoo, dsets, opts, log=logs.append)
+    assert (again.ok, again.skipped) == (1, 1)
+    assert any(line.startswith("[stale]") and "knn" in line and "k: 10 -> 20" in line for line in logs)
+    assert json.loads(knn_path.read_text())["defaults"]["k"] == 20
+    del knn["defaults"]  # a record from before defaults were kept: cannot tell, reused
+    knn_path.write_text(json.dumps(knn))
+    assert run_grid(zoo, dsets, opts, log=lambda *_: None).skipped == 2
