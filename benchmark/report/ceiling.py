@@ -109,6 +109,10 @@ def seeds_to_add(row) -> str:
     if np.isfinite(s) and np.isfinite(m) and m > 0 and m < s:
         # averaging k seeds shrinks the seed noise of a model's mean by √k: k with s/√k < m
         k = math.ceil((s / m) ** 2) + 1
+        if k <= n:  # the seed mean the correlations use is already steadier than one seed
+            return (f"the mean over the {n} seeds the correlations use has noise ≈ {s / math.sqrt(n):.2g} "
+                    f"({s:.2g}/√{n}), below the model spread ({m:.2g}), so it ranks better than any one seed does; "
+                    f"read its τ as weak evidence")
         return f"the seed mean of ~{k} seeds would bring the noise ({s:.2g}/√k) below the model spread ({m:.2g})"
     return "more seeds sharpen the ceiling's estimate" if n == 2 else ""
 

@@ -28,8 +28,8 @@ def _legend(fig, style, ncol=None):
 def scatter_grid(scores, target, corr, style, target_name, path, meta=None):
     """One panel per dataset x proxy: proxy score against target accuracy, tau in the title."""
     datasets, proxies = sorted(scores.dataset.unique()), sorted(scores.proxy.unique())
-    fig, axes = plt.subplots(len(datasets), len(proxies), figsize=(3.2 * len(proxies), 3.0 * len(datasets) + 1.0),
-                             squeeze=False)
+    height = 3.0 * len(datasets) + 0.5  # 0.45 in at the bottom for the one-row legend, no more
+    fig, axes = plt.subplots(len(datasets), len(proxies), figsize=(3.2 * len(proxies), height), squeeze=False)
     for i, d in enumerate(datasets):
         for j, p in enumerate(proxies):
             ax = axes[i, j]
@@ -48,7 +48,7 @@ def scatter_grid(scores, target, corr, style, target_name, path, meta=None):
             if j == 0:
                 ax.set_ylabel(f"{target_name} top-1 (%)", fontsize=9)
     _legend(fig, style)
-    fig.tight_layout(rect=(0, 0.9 / (3.0 * len(datasets) + 1.0) + 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return len(datasets) * len(proxies)
