@@ -75,7 +75,9 @@ def real_features(cache: Path):
 
 def planted(n, d, k, seed, device, means=None):
     """Gaussian classes: x = μ_y + ε, channel scales decaying as 1/√(j+1) (a spectrum, as real features have);
-    class means at 0.3 of the noise in each channel, so the classes overlap (not separable at N ≫ D)."""
+    class means at 0.3 of the noise in each channel. Over 2,048 channels that separates 100 classes completely
+    (measured: val and test top-1 100 % at 50,000 x 2,048 x 100), so the weak end of the sweep is the separable
+    regime, where the optimum's norm grows as wd -> 0."""
     g = torch.Generator(device=device).manual_seed(seed)
     scale = (torch.arange(d, device=device) + 1.0).rsqrt()
     if means is None:
