@@ -79,7 +79,7 @@ def best_layers(means: pd.DataFrame, meta: dict, reference: str = "linear") -> p
         best_ref = ref.idxmax() if len(ref.dropna()) else None
         for proxy, p in grp.groupby("protocol"):
             p = p.dropna(subset=["score"])
-            if p.empty:
+            if len(p) < 2:  # one layer (a training protocol at 'last'): nothing to choose between
                 continue
             higher = getattr(meta.get(proxy), "higher_is_better", True)
             pick = p.loc[p.score.idxmax() if higher else p.score.idxmin()]
