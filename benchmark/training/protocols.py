@@ -29,7 +29,7 @@ COMMON = dict(
     warmup_epochs=0.0,  # linear warm-up before the cosine decay
     head_init_std=0.01,  # N(0, std) head initialisation where the protocol draws one
     crop_scale_min=0.08,  # RandomResizedCrop scale lower bound
-    train_resize="roi_align",  # how crops are resized: roi_align (batched) | bilinear | bicubic | random (per sample)
+    train_resize="random",  # crop resize: random (timm's default: bilinear or bicubic per sample) | bilinear | bicubic | roi_align (one batched call)
     precision="auto",  # auto (measured on CUDA: bf16 + channels_last or fp32, whichever is faster) | bf16 | fp32
     compile=False,  # torch.compile the model; compile time is reported apart from images/s
 )
