@@ -59,10 +59,11 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
-def is_done(path: Path, config_hash: str) -> bool:
-    """A valid final record with this config hash. An `ok` record holding a null metric (a NaN written before
-    NaN metrics became errors: `_jsonable` stores NaN as null) is not valid, so a rerun recomputes it."""
-    rec = read_record(path)
+def is_done(path: Path, config_hash: str, rec: dict | None = None) -> bool:
+    """A valid final record with this config hash (`rec`: the record already read from `path`). An `ok` record
+    holding a null metric (a NaN written before NaN metrics became errors: `_jsonable` stores NaN as null) is not
+    valid, so a rerun recomputes it."""
+    rec = read_record(path) if rec is None else rec
     if not rec or rec.get("config_hash") != config_hash or rec.get("status") not in (STATUS_OK, STATUS_NA):
         return False
     values = [x for v in (rec.get("metrics") or {}).values() for x in (v if isinstance(v, list) else [v])]

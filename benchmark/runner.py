@@ -474,9 +474,10 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
     def valid(c, path, h) -> bool:
         """A finished record of this config, computed under the protocol defaults the code has now (a record
         made under a default changed since is recomputed, said in one line)."""
-        if not is_done(path, h):
+        rec = read_record(path)  # read once for both checks: this runs for every cell of a resumed grid
+        if not rec or not is_done(path, h, rec):
             return False
-        changed = P.changed_defaults(read_record(path) or {}, c.protocol, hps[c.protocol])
+        changed = P.changed_defaults(rec, c.protocol, hps[c.protocol])
         if changed:
             log(f"[stale] {_label(c)}: computed under older defaults ({'; '.join(changed)}); recomputing")
         return not changed

@@ -99,8 +99,7 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
     k = int(max(train_y.max(), val_y.max(), -1 if test_y is None else test_y.max())) + 1
     # Features stay as the caller holds them (float32 from the cache): standardisation is applied chunk by chunk
     # inside Problem and folded into the head for predictions, so no copy of train, val or test is ever made.
-    tx = train_x if train_x.dtype == torch.float32 else train_x.float()
-    vx = val_x if val_x.dtype == torch.float32 else val_x.float()
+    tx, vx = train_x.float(), val_x.float()  # no copy when already float32
     mean = torch.zeros(tx.shape[1], device=tx.device)
     std = torch.ones_like(mean)
     if standardize:

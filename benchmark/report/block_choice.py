@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..layers import LAST
 from ..records import iter_records
 
 PROTOCOLS = ("layer_ft", "scl_ft")
-LAST = "last"
 COLUMNS = ["dataset", "model", "protocol", "proxy", "proxy_layer", "proxy_block", "best_block", "blocks_swept",
            "val_at_best", "val_at_pick", "regret", "hit"]
 

@@ -14,13 +14,12 @@ import torch
 
 from ..atomic import write_text
 from ..errors import ConfigError
+from ..layers import LAST
 from ..paths import under
 from .args import add_rank_args  # noqa: F401  (kept importable from here)
 from .load import load_records, seed_summary
 from .pool import add_pool_scores
 from .tables import to_markdown
-
-LAST = "last"  # the penultimate features (layers.LAST)
 
 
 def _dataset_config(args):
