@@ -81,16 +81,19 @@ def raw_head(params, mean, std):
 
 
 @register_proxy("linear", primary="top1", higher_is_better=True, percent=True,
-                hp_keys=("wd", "n_wd", "tol", "solver"), best=100.0,
+                hp_keys=("wd", "n_wd", "tol", "solver", "hessian"), best=100.0,
                 ranges=dict(wds=optional(list_of(positive(), unique=True), "empty (the log sweep)"),
                             n_wd=integer(1), wd_min=positive(), wd_max=positive(), max_iter=integer(1),
                             tol=positive(), val_fraction=number(0, 1, lo_open=True, hi_open=True), seed=integer(0)))
 def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None, wds=None, n_wd=45,
-           wd_min=1e-6, wd_max=1e5, max_iter=10000, tol=1e-6, standardize=True, val_fraction=0.2, seed=0):
+           wd_min=1e-6, wd_max=1e5, max_iter=10000, tol=1e-6, standardize=True, val_fraction=0.2, seed=0,
+           hessian_float32=True):
     """Linear probe: logistic regression, L2 chosen on validation over a log sweep, refit on train+val.
 
     Dead or constant features are defined: their directions carry no data and are dropped (see `Problem`), so the
-    probe is left with its biases and predicts the training prior (chance-level top-1)."""
+    probe is left with its biases and predicts the training prior (chance-level top-1). `hessian_float32`: large
+    (streamed) problems run their Hessian products in float32 (every fit still stops by the float64 rule; the
+    steps, so the solutions within `tol`, may then differ with the thread count); false keeps them float64."""
     check_inputs(train_x, train_y, "linear", min_per_class=1 if val_x is not None else 2)
     if val_x is None:
         keep, carved = stratified_carve(train_y.cpu().numpy(), val_fraction, seed)
@@ -106,7 +109,8 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         mean, std = standardisation(tx)
     # Strongest regularisation first: each solution warm-starts the next, weaker one.
     sweep = sorted(wds if wds is not None else default_wds(n_wd, wd_min, wd_max), reverse=True)
-    prob = Problem(tx, train_y, k, **(dict(shift=mean, scale=std) if standardize else {}))
+    prob = Problem(tx, train_y, k, hess_float32=hessian_float32, **(dict(shift=mean, scale=std) if standardize else {}))
+    hessian = "float32" if prob.data.hess_float32 else "float64"  # streamed problems only: see Features
     best, curve, unsolved = None, [], 0
     for wd, params, ok in prob.sweep(sweep, max_iter, tol):
         unsolved += not ok
@@ -115,7 +119,8 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         if best is None or acc > best[1]:
             best = (wd, acc, params)
     wd, val_acc, w_best = best
-    out = {"wd": wd, "val_top1": val_acc, "n_wd": len(sweep), "val_curve": curve, "tol": tol, "solver": SOLVER}
+    out = {"wd": wd, "val_top1": val_acc, "n_wd": len(sweep), "val_curve": curve, "tol": tol, "solver": SOLVER,
+           "hessian": hessian}
     w_best = prob.unrotate(w_best, torch.float32)
     del prob  # its float64 buffers before the refit builds its own
     if test_x is not None:
@@ -124,7 +129,8 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         # The train solution re-expressed for the new standardisation: the same raw-feature head.
         W, b = raw_head(w_best, mean, std)
         start = (W * std2, b + W @ mean2)
-        full = Problem([tx, vx], full_y, k, **(dict(shift=mean2, scale=std2) if standardize else {}))
+        full = Problem([tx, vx], full_y, k, hess_float32=hessian_float32,
+                       **(dict(shift=mean2, scale=std2) if standardize else {}))
         params, ok = full.fit(wd, full.rotate(start), max_iter, tol)
         unsolved += not ok
         out.update(accuracies(raw_predict(full.unrotate(params, torch.float64), mean2, std2, test_x), test_y))

@@ -22,13 +22,16 @@ class Problem:
     reductions were measured not to change with the thread count (float32's did under MKL).
     """
 
-    def __init__(self, x, y, n_classes, *, shift=None, scale=None, copy_bytes=None, chunk_bytes=None):
-        self.data = Features(x, y, n_classes, shift=shift, scale=scale, copy_bytes=copy_bytes, chunk_bytes=chunk_bytes)
+    def __init__(self, x, y, n_classes, *, shift=None, scale=None, copy_bytes=None, chunk_bytes=None,
+                 hess_float32=True):
+        self.data = Features(x, y, n_classes, shift=shift, scale=scale, copy_bytes=copy_bytes, chunk_bytes=chunk_bytes,
+                             hess_float32=hess_float32)
         self.n, self.k, self.d = self.data.n, n_classes, self.data.d
         self.lam, self.q = self.data.lam, self.data.q
         self.radius = None  # the trust region's radius where the last fit ended (the next fit's first)
         self.newton = self.cg = 0  # Newton steps and CG iterations so far
         self.evals = 0  # passes over the data (each: one or two N x D x K products), for profiling
+        self.f_end = None  # the objective where the last fit ended (a float64 tensor)
 
     def rotate(self, params):
         return params[0].double() @ self.q, params[1].double()
@@ -45,7 +48,7 @@ class Problem:
         """Σ_i CE_i + wd/2 ‖W‖² at rotated params (‖W‖ is rotation-invariant)."""
         return self.data.loss(params[0], params[1], wd).item()
 
-    def fit(self, wd, start=None, max_iter=10000, tol=1e-6):
+    def fit(self, wd, start=None, max_iter=10000, tol=1e-6, first=None):
         """Rotated (W, b) minimising Σ_i CE_i + wd/2 ‖W‖², objective within ~`tol` relative of the optimum.
 
         Trust-region Newton-CG (TRON's scheme, as LIBLINEAR solves this problem): each step runs Steihaug's CG on
@@ -63,11 +66,16 @@ class Problem:
         point, or a lower one met on the way) and stop when it is under tol/STOP_MARGIN of the objective. On
         separable few-shot data most samples carry almost no curvature; with s' = s the estimate was measured up
         to 8x too optimistic at weak wd; with s/100 and a 10x margin the measured gap (against a float64 Newton
-        solve, tests/test_linear_probe.py) stays under tol/2 at every wd. Returns (params, converged)."""
+        solve, tests/test_linear_probe.py) stays under tol/2 at every wd. `first`: loss_grad already evaluated at
+        `start` (which is then taken as it is: already in the sum-zero subspace). Returns (params, converged); the
+        objective at the returned params is left in self.f_end."""
         data = self.data
-        W, b = self.zeros() if start is None else _sum_zero(start[0].double(), start[1].double())
-        f, gW, gb, p = data.loss_grad(W, b, wd)
-        self.evals += 1
+        if first is None:
+            W, b = self.zeros() if start is None else _sum_zero(start[0].double(), start[1].double())
+            f, gW, gb, p = data.loss_grad(W, b, wd)
+            self.evals += 1
+        else:
+            (W, b), (f, gW, gb, p) = start, first
         s = (p * (1 - p)).mean().clamp_min(1e-12)
         target = tol / STOP_MARGIN
         g0, radius = None, (self.radius if start is not None else None)
@@ -81,6 +89,7 @@ class Problem:
             done, gnorm_f = torch.stack([est - target * f, gnorm]).tolist()  # this step's one host sync
             done = done <= 0
             if done:
+                self.f_end = f
                 return (W, b), True
             g0 = g0 or gnorm_f
             self.newton += 1
@@ -103,27 +112,34 @@ class Problem:
                 p = data.loss_grad(W, b, wd)[3]  # rejected: the softmax buffer holds the trial point's
                 self.evals += 1
                 if radius < 1e-12 * (1 + math.sqrt(_dot((W, b), (W * m[0], b * m[1])).item())):
+                    self.f_end = f
                     return (W, b), False  # no further progress possible in float64
             W, b, f, gW, gb, p = W + dW, b + db, f1, gW1, gb1, p1
             self.radius = radius
+        self.f_end = f
         return (W, b), False
 
     def sweep(self, wds, max_iter=10000, tol=1e-6):
         """Solve every wd in the given order (strongest first), each fit warm-started from a prediction along the
         path: the secant through the last two solutions, extrapolated linearly in log wd (at weak wd the separable
         optimum grows like log 1/wd, so the secant is nearly exact there), or the last solution when the secant's
-        objective is not lower. The start only speeds a fit up: every fit stops by the same rule. Yields
-        (wd, rotated params, converged)."""
+        objective is not lower. The start only speeds a fit up: every fit stops by the same rule. Comparing the
+        two starts costs one pass, not two: the last solution's data term is its fit's objective less its penalty,
+        so its objective at the new wd is known without a pass, and the guess's gradient, evaluated with its
+        objective, is the fit's first step when the guess wins. Yields (wd, rotated params, converged)."""
         prev = cur = None
         for i, wd in enumerate(wds):
-            start = cur
+            start, first = cur, None
             if prev is not None:
                 a = math.log(wd / wds[i - 1]) / math.log(wds[i - 1] / wds[i - 2])
                 guess = (cur[0] + a * (cur[0] - prev[0]), cur[1] + a * (cur[1] - prev[1]))
-                self.evals += 2
-                if (self.data.loss(*guess, wd) < self.data.loss(*cur, wd)).item():
-                    start = guess
-            params, ok = self.fit(wd, start, max_iter, tol)
+                pen = (cur[0] * cur[0]).sum()
+                f_cur = self.f_end - 0.5 * wds[i - 1] * pen + 0.5 * wd * pen
+                lg = self.data.loss_grad(*guess, wd)
+                self.evals += 1
+                if (lg[0] < f_cur).item():
+                    start, first = guess, lg
+            params, ok = self.fit(wd, start, max_iter, tol, first)
             prev, cur = cur, params
             yield wd, params, ok
 
