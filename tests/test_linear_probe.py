@@ -163,7 +163,7 @@ def planted_separable(n, d, k, seed):
     return x, y
 
 
-def test_streamed_float32_hessian_products_reach_the_float64_optima():
+def test_streamed_float32_hessian_products_reach_the_float64_optima(device):
     """Streamed problems run their Hessian products in float32 on the caller's rows, standardisation folded in
     (objective, gradient and stopping rule stay float64). On a separable multi-class problem every wd of the
     sweep reaches the float64 Newton reference's objective, with no more Newton steps than float64 products
@@ -175,7 +175,8 @@ def test_streamed_float32_hessian_products_reach_the_float64_optima():
     wds = sorted(default_wds(9), reverse=True)
     xs = (x.double() - mean.double()) / std.double()  # the problem the solver's float64 standardisation poses
     optima = newton_reference(xs.numpy(), y.numpy(), k, wds)
-    kw = dict(shift=mean, scale=std, copy_bytes=0, chunk_bytes=24 * 8 * 64)  # streamed, 64-row chunks
+    kw = dict(shift=mean.to(device), scale=std.to(device), copy_bytes=0, chunk_bytes=24 * 8 * 64)  # 64-row chunks
+    x, y = x.to(device), y.to(device)
     f32, f64 = Problem(x, y, k, **kw), Problem(x, y, k, hess_float32=False, **kw)
     assert f32.data.hess_float32 and not f64.data.hess_float32
     for (wd, a, ok_a), (_, b, ok_b), best in zip(f32.sweep(wds), f64.sweep(wds), optima):
