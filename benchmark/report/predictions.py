@@ -33,7 +33,8 @@ def _linear(ctx, seed, train, val, test, hp: dict, chosen: dict, layer: str = "l
         w_raw, b_raw = (t.to(tx.device, torch.float32) for t in ctx.linear_head(seed))
         start = (w_raw * std2, b_raw + w_raw @ mean2)  # the raw-feature head in train+val's standardisation
     k = int(max(full_y.max(), ey.max())) + 1
-    prob = Problem([tx, vx], full_y, k, **(dict(shift=mean2, scale=std2) if std_on else {}))
+    prob = Problem([tx, vx], full_y, k, hess_float32=hp.get("hessian_float32", True),
+                   **(dict(shift=mean2, scale=std2) if std_on else {}))
     params, _ = prob.fit(float(chosen["wd"]), None if start is None else prob.rotate(start),
                          hp.get("max_iter", 10000), hp.get("tol", 1e-6))
     return raw_predict(prob.unrotate(params, torch.float64), mean2, std2, ex)
