@@ -19,7 +19,9 @@ class Problem:
     diagonal preconditioner below sees a roughly unit Hessian at every wd; without it the condition number spans
     the eigenvalue range of XᵀX times the wd range. Why float64 arithmetic: the weak end of the sweep needs the
     objective to ~1e-7 relative, below float32's resolution of a sum over thousands of samples, and float64
-    reductions were measured not to change with the thread count (float32's did under MKL).
+    reductions were measured not to change with the thread count (float32's did under MKL). The one exception:
+    streamed problems' Hessian-vector products, which only steer CG, run in float32 (`hess_float32`, see
+    Features._hess_vec_float32); every stop is still decided in float64.
     """
 
     def __init__(self, x, y, n_classes, *, shift=None, scale=None, copy_bytes=None, chunk_bytes=None,
