@@ -232,8 +232,8 @@ def test_large_problem_peak_memory_stays_well_under_a_float64_copy(tmp_path):
     """The whole `linear` proxy on 200,000 x 512 float32 train features (400 MB; a float64 copy would be 800 MB)
     plus 20,000-row val and test: standardisation, the sweep (Gram matrix, eigenbasis, two wd solved to the stated
     gap), the refit on train+val and the test predictions raise the process's peak RSS by less than 150 MiB
-    (measured: 31 MiB; the proxy before it standardised chunk by chunk, with its standardised copies and train+val
-    concatenation: 1.65 GiB)."""
+    (measured: 51 MiB, 31 MiB before the streamed chunks' reused buffer; the proxy before it standardised chunk by
+    chunk, with its standardised copies and train+val concatenation: 1.65 GiB)."""
     import pathlib
     import subprocess
     import sys
