@@ -136,13 +136,13 @@ class Problem:
                 a = math.log(wd / wds[i - 1]) / math.log(wds[i - 1] / wds[i - 2])
                 guess = (cur[0] + a * (cur[0] - prev[0]), cur[1] + a * (cur[1] - prev[1]))
                 pen = (cur[0] * cur[0]).sum()
-                f_cur = self.f_end - 0.5 * wds[i - 1] * pen + 0.5 * wd * pen
+                f_cur = f_end - 0.5 * wds[i - 1] * pen + 0.5 * wd * pen
                 lg = self.data.loss_grad(*guess, wd)
                 self.evals += 1
                 if (lg[0] < f_cur).item():
                     start, first = guess, lg
             params, ok = self.fit(wd, start, max_iter, tol, first)
-            prev, cur = cur, params
+            prev, cur, f_end = cur, params, self.f_end  # kept here: a caller may fit() between yields
             yield wd, params, ok
 
     def _steihaug(self, gW, gb, p, m, wd, atol, radius):
