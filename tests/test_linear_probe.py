@@ -211,6 +211,21 @@ def test_streamed_float32_hessian_on_real_features_matches_the_resident_solve(di
         assert (u - v).norm() <= 1e-4 * v.norm(), ((u - v).norm() / v.norm()).item()
 
 
+def test_the_record_says_which_hessian_products_ran(monkeypatch):
+    """`hessian` in the proxy's output: float64 for resident problems, float32 for streamed ones unless
+    `hessian_float32: false`, both named when the sweep (train) and the refit (train+val) differ."""
+    import benchmark.proxies.linear_data as data
+    x, y = planted_separable(200, 8, 3, 1)
+    vx, vy = planted_separable(60, 8, 3, 2)
+    run = dict(val_x=vx, val_y=vy, wds=[1.0, 0.01])
+    assert get_proxy("linear")(x, y, vx, vy, **run)["hessian"] == "float64"
+    monkeypatch.setattr(data, "COPY_BYTES", 0)  # everything streams
+    assert get_proxy("linear")(x, y, vx, vy, **run)["hessian"] == "float32"
+    assert get_proxy("linear")(x, y, vx, vy, hessian_float32=False, **run)["hessian"] == "float64"
+    monkeypatch.setattr(data, "COPY_BYTES", 200 * 8 * 8)  # train (200 rows) resident, train+val (260) streamed
+    assert get_proxy("linear")(x, y, vx, vy, **run)["hessian"] == "sweep float64, refit float32"
+
+
 def test_warm_started_sweep_reaches_the_cold_fits_objectives(digit_features):
     """The path prediction and carried trust radius only speed fits up: each wd's objective matches a cold fit."""
     tx, ty, vx, _ = digit_features

@@ -110,7 +110,7 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
     # Strongest regularisation first: each solution warm-starts the next, weaker one.
     sweep = sorted(wds if wds is not None else default_wds(n_wd, wd_min, wd_max), reverse=True)
     prob = Problem(tx, train_y, k, hess_float32=hessian_float32, **(dict(shift=mean, scale=std) if standardize else {}))
-    hessian = "float32" if prob.data.hess_float32 else "float64"  # streamed problems only: see Features
+    hessians = [prob.data.hess_float32]  # streamed problems only: see Features
     best, curve, unsolved = None, [], 0
     for wd, params, ok in prob.sweep(sweep, max_iter, tol):
         unsolved += not ok
@@ -119,8 +119,7 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         if best is None or acc > best[1]:
             best = (wd, acc, params)
     wd, val_acc, w_best = best
-    out = {"wd": wd, "val_top1": val_acc, "n_wd": len(sweep), "val_curve": curve, "tol": tol, "solver": SOLVER,
-           "hessian": hessian}
+    out = {"wd": wd, "val_top1": val_acc, "n_wd": len(sweep), "val_curve": curve, "tol": tol, "solver": SOLVER}
     w_best = prob.unrotate(w_best, torch.float32)
     del prob  # its float64 buffers before the refit builds its own
     if test_x is not None:
@@ -131,10 +130,14 @@ def linear(train_x, train_y, test_x=None, test_y=None, *, val_x=None, val_y=None
         start = (W * std2, b + W @ mean2)
         full = Problem([tx, vx], full_y, k, hess_float32=hessian_float32,
                        **(dict(shift=mean2, scale=std2) if standardize else {}))
+        hessians.append(full.data.hess_float32)  # train+val can stream where train alone stayed resident
         params, ok = full.fit(wd, full.rotate(start), max_iter, tol)
         unsolved += not ok
         out.update(accuracies(raw_predict(full.unrotate(params, torch.float64), mean2, std2, test_x), test_y))
     out["unconverged_fits"] = unsolved  # fits stopped by max_iter or float64's floor before reaching tol
+    # Which Hessian products ran: one word when the sweep and the refit agree, both when they do not.
+    names = ["float32" if h else "float64" for h in hessians]
+    out["hessian"] = names[0] if len(set(names)) == 1 else f"sweep {names[0]}, refit {names[1]}"
     # The train-only solution at the chosen wd (no validation images in it), for LP-FT's head.
     out["head"] = raw_head(w_best, mean, std)
     return out

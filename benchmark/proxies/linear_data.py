@@ -39,8 +39,8 @@ def _gib(b: float) -> str:
 
 class Features:
     """`x`: one feature tensor or a list of row blocks (train and val for the refit: never concatenated); `shift`
-    and `scale` ([D]): the standardisation (x - shift) / scale, applied chunk by chunk in float64, so standardised
-    features are never materialised either."""
+    and `scale` ([D]): the standardisation (x - shift) / scale, applied chunk by chunk in float64 (folded into the
+    vector for the float32 Hessian products), so standardised features are never materialised either."""
 
     def __init__(self, x, y, k, *, shift=None, scale=None, copy_bytes=None, chunk_bytes=None, hess_float32=True):
         copy_bytes = COPY_BYTES if copy_bytes is None else copy_bytes
@@ -66,8 +66,10 @@ class Features:
                             f"free; use fewer samples or a device with more memory")
         self.stream_rows = rows
         self._buf = None  # the streamed chunks' float64 buffer (see _raw_chunks)
-        # Streamed problems run their Hessian-vector products in float32 on the caller's rows (see hess_vec).
-        self.hess_float32 = hess_float32 and not self.resident
+        # Streamed problems run their Hessian-vector products in float32 on the caller's rows (see hess_vec), when
+        # those rows are float32 (float64 rows: the caller's precision is kept, and no per-chunk cast is made).
+        self.hess_float32 = (hess_float32 and not self.resident
+                             and all(t.dtype == torch.float32 for t in self.parts))
         gram = torch.zeros(dim, dim, dtype=torch.float64, device=dev)
         for _, xc in self._raw_chunks():
             gram.addmm_(xc.T, xc)
@@ -177,22 +179,24 @@ class Features:
         A32, c32 = A.float(), c0.float()
         hW = torch.zeros_like(Vx)
         hc = torch.zeros_like(c)
+        hc32 = torch.zeros_like(c)  # Σ of the float32 z that hW is built from: the shift's fold cancels exactly
         start = 0
         for part in self.parts:
             for i in range(0, len(part), self.stream_rows):
-                xc = part[i:i + self.stream_rows]
-                xc = xc if xc.dtype == torch.float32 else xc.float()
+                xc = part[i:i + self.stream_rows]  # float32 (see __init__), used as it is
                 pc = p[start + i:start + i + len(xc)]
                 # The per-sample curvature (diag(p) - ppᵀ)u in float64: for a confident sample p_y = 1 - ε and
                 # the result is O(ε), a difference of O(1) terms that float32 would round to noise (measured: at
                 # wd 1e-6 the fit stalled, the model Hessian's curvature lost in the saturated samples).
                 pu = pc * torch.addmm(c32, xc, A32.T)
                 z = pu - pc * pu.sum(1, keepdim=True)
-                hW += (z.float().T @ xc).double()
+                z32 = z.float()
+                hW += (z32.T @ xc).double()
                 hc += z.sum(0)
+                hc32 += z32.sum(0, dtype=torch.float64)
             start += len(part)
         if self.shift is not None:  # Σ z_i (x_i - shift)/scale
-            hW = (hW - hc[:, None] * self.shift) / self.scale
+            hW = (hW - hc32[:, None] * self.shift) / self.scale
         return self._out(hW) + wd * V, hc
 
     def hess_diag(self, p, wd):

@@ -69,14 +69,16 @@ class Problem:
         separable few-shot data most samples carry almost no curvature; with s' = s the estimate was measured up
         to 8x too optimistic at weak wd; with s/100 and a 10x margin the measured gap (against a float64 Newton
         solve, tests/test_linear_probe.py) stays under tol/2 at every wd. `first`: loss_grad already evaluated at
-        `start` (which is then taken as it is: already in the sum-zero subspace). Returns (params, converged); the
-        objective at the returned params is left in self.f_end."""
+        `start` (which is then taken as it is: already in the sum-zero subspace) by the latest call of loss_grad
+        (its softmax is the shared buffer the next call overwrites). Returns (params, converged); the objective at
+        the returned params is left in self.f_end."""
         data = self.data
         if first is None:
             W, b = self.zeros() if start is None else _sum_zero(start[0].double(), start[1].double())
             f, gW, gb, p = data.loss_grad(W, b, wd)
             self.evals += 1
         else:
+            assert start is not None, "fit(first=...) needs the start it was evaluated at"
             (W, b), (f, gW, gb, p) = start, first
         s = (p * (1 - p)).mean().clamp_min(1e-12)
         target = tol / STOP_MARGIN
@@ -129,7 +131,7 @@ class Problem:
         two starts costs one pass, not two: the last solution's data term is its fit's objective less its penalty,
         so its objective at the new wd is known without a pass, and the guess's gradient, evaluated with its
         objective, is the fit's first step when the guess wins. Yields (wd, rotated params, converged)."""
-        prev = cur = None
+        prev = cur = f_end = None
         for i, wd in enumerate(wds):
             start, first = cur, None
             if prev is not None:
@@ -161,9 +163,12 @@ class Problem:
             alpha = rz / _dot(v, hv)
             new = (d[0] + alpha * v[0], d[1] + alpha * v[1])
             r_new = (r[0] - alpha * hv[0], r[1] - alpha * hv[1])
-            # One host sync per Hessian product: the new step's M-norm and the new residual's norm together.
-            dm, rr = torch.stack([_dot(new, (new[0] * m[0], new[1] * m[1])), _dot(r_new, r_new)]).tolist()
-            if dm >= radius * radius:
+            # One host sync per Hessian product: the new step's M-norm, the new residual's norm and the curvature
+            # along v together. vᵀHv <= 0 cannot happen with exact products (H is positive definite in the sum-zero
+            # subspace); with float32 ones at a weak wd it could, and Steihaug's rule for it is the boundary along v.
+            dm, rr, vhv = torch.stack([_dot(new, (new[0] * m[0], new[1] * m[1])), _dot(r_new, r_new),
+                                       _dot(v, hv)]).tolist()
+            if dm >= radius * radius or vhv <= 0:
                 # to the boundary along v: the positive root of ‖d + τv‖²_M = radius²
                 dd, dv = _dot(d, (d[0] * m[0], d[1] * m[1])), _dot(d, (v[0] * m[0], v[1] * m[1]))
                 vv = _dot(v, (v[0] * m[0], v[1] * m[1]))
