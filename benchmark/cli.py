@@ -6,23 +6,18 @@ import signal
 import sys
 import threading
 
+from . import stopping
 from .errors import ConfigError, DiskFull
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGINT or SIGTERM: a KeyboardInterrupt, so the paths that already let an interrupt through (cells, atomic
-    writes, claims released in `finally`, DataLoader workers that exit quietly on it) treat both the same."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
+from .stopping import Stopped
 
 
 def _stop(signum, frame):
     # The first signal stops the run; later ones (Ctrl-C pressed twice, a scheduler's repeated TERM) must not
-    # interrupt the cleanup that releases the claims, nor print a traceback from inside it.
+    # interrupt the cleanup that releases the claims, nor print a traceback from inside it. The request is also
+    # recorded: an exception raised inside some C-level calls is dropped, and the loops' check() raises it again.
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)
+    stopping.request(signum)
     raise Stopped(signum)
 
 
@@ -32,6 +27,7 @@ def _install_stop_handlers():
     the runner directly, not main), so requeueing on preemption is untouched. Returns the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    stopping.clear()
     return {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
 

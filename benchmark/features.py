@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .atomic import torch_save, write_text
 from .config import stable_hash
 from .errors import CellError
+from .stopping import check as check_stop
 
 
 def indices_digest(indices) -> str:
@@ -47,6 +48,7 @@ def extract(module, images, batch_size=128, device="cpu", amp=True, desc="featur
         head = head.eval().to(device).float()
     with autocast(device, amp):
         for x, y in tqdm(images.batches(batch_size, device), desc=desc, leave=False, disable=None):
+            check_stop()  # a stop signal whose exception CPython dropped (see stopping.py)
             if nhwc:
                 x = x.contiguous(memory_format=torch.channels_last)
             f = module(x).float()

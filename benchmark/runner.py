@@ -27,6 +27,7 @@ from .layers import LAST, available_layers, extract_layers
 from .leftovers import remove_dead_temps, tidy_finished_cell
 from .locks import CellLock, claimed
 from .seeding import cell_seed, seed_everything
+from .stopping import check as check_stop
 from .models import load_model
 from .proxies import get_proxy
 from .records import (STATUS_ERROR, STATUS_NA, STATUS_OK, is_done, provenance, read_record, record_path,
@@ -485,6 +486,7 @@ def run_grid(zoo: ZooConfig, dsets: DatasetsConfig, opts: RunOptions, log=print)
     busy = []
     for (model_name, data_name), group in mine:
         for c in group:
+            check_stop()  # a stop signal whose exception CPython dropped (see stopping.py)
             cfg = cell_config(zoo, dsets, c, identities.get(c.dataset))
             path = record_path(opts.out, c.model, c.dataset, c.protocol, c.seed, c.layer)
             h = stable_hash(cfg)

@@ -20,6 +20,7 @@ from ..data.loader import as_images
 from ..features import autocast, channels_last
 from ..precision import choose as choose_precision
 from ..seeding import derive_seed
+from ..stopping import check as check_stop
 from ..proxies.base import accuracies
 
 
@@ -117,6 +118,7 @@ def fit(setup: Setup, train, val, *, epochs: int, batch_size: int, momentum: flo
         t0 = time.perf_counter()
         loss = torch.zeros((), device=device)
         for x, y in loader:
+            check_stop()  # a stop signal whose exception CPython dropped (see stopping.py)
             if nhwc:
                 x = x.contiguous(memory_format=torch.channels_last)
             t_step = time.perf_counter() if compile and compile_s is None else None
