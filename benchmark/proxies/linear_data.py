@@ -91,6 +91,14 @@ class Features:
             self._buf = None
         self.p = torch.empty(self.n, k, dtype=torch.float64, device=dev)
 
+    def _row_blocks(self):
+        """(first row, the caller's rows as they are) over the parts, at most stream_rows rows per block."""
+        start = 0
+        for part in self.parts:
+            for i in range(0, len(part), self.stream_rows):
+                yield start + i, part[i:i + self.stream_rows]
+            start += len(part)
+
     def _raw_chunks(self):
         """(first row, float64 standardised rows) over the parts, at most stream_rows rows per chunk. The rows are
         a view of one float64 buffer reused by every chunk (valid until the next chunk): a fresh 32 MiB tensor per
@@ -99,15 +107,11 @@ class Features:
         if self._buf is None:
             self._buf = torch.empty(min(self.stream_rows, max(len(t) for t in self.parts)), self.parts[0].shape[1],
                                     dtype=torch.float64, device=self.parts[0].device)
-        start = 0
-        for part in self.parts:
-            for i in range(0, len(part), self.stream_rows):
-                src = part[i:i + self.stream_rows]
-                xc = self._buf[:len(src)].copy_(src)  # never the caller's tensor: standardised in place below
-                if self.shift is not None:
-                    xc.sub_(self.shift).div_(self.scale)
-                yield start + i, xc
-            start += len(part)
+        for i, src in self._row_blocks():
+            xc = self._buf[:len(src)].copy_(src)  # never the caller's tensor: standardised in place below
+            if self.shift is not None:
+                xc.sub_(self.shift).div_(self.scale)
+            yield i, xc
 
     def _chunks(self):
         if not self.resident:
@@ -180,21 +184,17 @@ class Features:
         hW = torch.zeros_like(Vx)
         hc = torch.zeros_like(c)
         hc32 = torch.zeros_like(c)  # Σ of the float32 z that hW is built from: the shift's fold cancels exactly
-        start = 0
-        for part in self.parts:
-            for i in range(0, len(part), self.stream_rows):
-                xc = part[i:i + self.stream_rows]  # float32 (see __init__), used as it is
-                pc = p[start + i:start + i + len(xc)]
-                # The per-sample curvature (diag(p) - ppᵀ)u in float64: for a confident sample p_y = 1 - ε and
-                # the result is O(ε), a difference of O(1) terms that float32 would round to noise (measured: at
-                # wd 1e-6 the fit stalled, the model Hessian's curvature lost in the saturated samples).
-                pu = pc * torch.addmm(c32, xc, A32.T)
-                z = pu - pc * pu.sum(1, keepdim=True)
-                z32 = z.float()
-                hW += (z32.T @ xc).double()
-                hc += z.sum(0)
-                hc32 += z32.sum(0, dtype=torch.float64)
-            start += len(part)
+        for i, xc in self._row_blocks():  # float32 rows (see __init__), used as they are
+            pc = p[i:i + len(xc)]
+            # The per-sample curvature (diag(p) - ppᵀ)u in float64: for a confident sample p_y = 1 - ε and the
+            # result is O(ε), a difference of O(1) terms that float32 would round to noise (measured: at wd 1e-6
+            # the fit stalled, the model Hessian's curvature lost in the saturated samples).
+            pu = pc * torch.addmm(c32, xc, A32.T)
+            z = pu - pc * pu.sum(1, keepdim=True)
+            z32 = z.float()
+            hW += (z32.T @ xc).double()
+            hc += z.sum(0)
+            hc32 += z32.sum(0, dtype=torch.float64)
         if self.shift is not None:  # Σ z_i (x_i - shift)/scale
             hW = (hW - hc32[:, None] * self.shift) / self.scale
         return self._out(hW) + wd * V, hc
